@@ -1,0 +1,6 @@
+"""Pytest root configuration: make the repository importable without installation."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
