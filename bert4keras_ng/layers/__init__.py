@@ -8,10 +8,20 @@ from bert4keras_ng.layers.embeddings import (
     Sinusoidal,
     SinusoidalPositionEmbedding,
 )
+from bert4keras_ng.layers.feedforward import FeedForward
 from bert4keras_ng.layers.normalization import LayerNormalization, ScaleOffset
+from bert4keras_ng.layers.pooling import (
+    FirstTokenPooling,
+    GlobalAveragePooling1D,
+    GlobalMaxPooling1D,
+)
 
 __all__ = [
     "Embedding",
+    "FeedForward",
+    "FirstTokenPooling",
+    "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
     "LayerNormalization",
     "PositionEmbedding",
     "RelativePositionEmbedding",
