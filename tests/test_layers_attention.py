@@ -206,6 +206,9 @@ def test_mha_masks_and_weight_names():
     m = [MASK, None, MASK]
     assert layer.compute_mask([X, X, X], m)[0] is MASK
     assert MultiHeadAttention(2, 4).compute_mask([X, X, X], None) is None
+    single = MultiHeadAttention(2, 4)
+    np.testing.assert_array_equal(H.to_numpy(single([X, X, X], mask=MASK)),
+                                  H.to_numpy(single([X, X, X], mask=[MASK, MASK, MASK])))
 
 
 def test_mha_head_size_inferred_from_width():
