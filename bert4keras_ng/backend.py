@@ -62,13 +62,13 @@ def attention_normalize(logits, mask=None, axis=-1, method="softmax", softmax_pl
         mask = ops.broadcast_to(ops.cast(mask, "bool"), ops.shape(a))
     if method == "squared_relu":
         l = ops.maximum(_valid_counts(mask, a, axis), 1.0)
-        probs = ops.square(ops.relu(a)) / l
+        probs = ops.relu(a) ** 2 / l
         if mask is not None:
             probs = ops.where(mask, probs, 0.0)
         return ops.cast(probs, out_dtype)
     if method == "softmax_plus":
         l = ops.maximum(_valid_counts(mask, a, axis), float(softmax_plus_clamp))
-        a = a * (ops.log(l) / math.log(512))
+        a = a * ops.log(l) / math.log(512)
     if mask is not None:
         row_valid = ops.any(mask, axis=axis, keepdims=True)
         a = ops.where(mask, a, -np.inf)
