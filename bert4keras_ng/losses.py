@@ -26,7 +26,10 @@ Contents
 - :func:`adversarial_training` — FGM on the token embedding matrix of a compiled model.
 """
 
+import functools
+
 import keras
+import numpy as np
 from keras import ops
 
 __all__ = [
@@ -59,7 +62,10 @@ def _float32(x):
 
 
 def _static_shape(x):
-    return tuple(getattr(x, "shape", ()) or ())
+    shape = getattr(x, "shape", None)
+    if shape is None:  # Python lists and scalars
+        shape = np.shape(x)
+    return tuple(None if d is None else int(d) for d in shape)
 
 
 def _check_same_shape(y_true, y_pred, fn_name):
@@ -504,6 +510,13 @@ def adversarial_training(model, embedding_name="Embedding-Token", epsilon=1.0):
         embeddings = weights[0]
     eps = float(epsilon)
     base_train_step = model.train_step
+    call_has_training = getattr(model, "_call_has_training_arg", True)
+    # Keras' wrapper passes `training` only to compute_loss overrides that accept it
+    compute_loss = getattr(model, "_compute_loss", None)
+    if compute_loss is None:
+        compute_loss = model.compute_loss
+    else:
+        compute_loss = functools.partial(compute_loss, training=True)
 
     def train_step(data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -511,13 +524,8 @@ def adversarial_training(model, embedding_name="Embedding-Token", epsilon=1.0):
         saved = [tf.identity(v.value) for v in metric_vars]
         with tf.GradientTape() as tape:
             tape.watch(embeddings.value)
-            if model._call_has_training_arg:
-                y_pred = model(x, training=True)
-            else:
-                y_pred = model(x)
-            loss = model._compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
+            y_pred = model(x, training=True) if call_has_training else model(x)
+            loss = compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
             if model.optimizer is not None:
                 loss = model.optimizer.scale_loss(loss)
         grad = tape.gradient(loss, embeddings.value)
