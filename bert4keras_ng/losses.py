@@ -50,6 +50,9 @@ __all__ = [
 
 _NEG_INF = float("-inf")
 
+# registered so that models compiled with these losses reload with keras.saving.load_model
+_register = keras.saving.register_keras_serializable(package="bert4keras_ng")
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -120,6 +123,7 @@ def _safe_log(x):
 # ------------------------------------------------------------- multilabel crossentropy
 
 
+@_register
 def multilabel_categorical_crossentropy(y_true, y_pred):
     """Multilabel categorical crossentropy with hard 0/1 labels (kexue.fm post 7359).
 
@@ -144,6 +148,7 @@ def multilabel_categorical_crossentropy(y_true, y_pred):
     return _logsumexp_with_zero(neg) + _logsumexp_with_zero(pos)
 
 
+@_register
 def soft_multilabel_categorical_crossentropy(y_true, y_pred):
     """Multilabel categorical crossentropy with soft labels ``t`` in [0, 1] (post 9064).
 
@@ -164,6 +169,7 @@ def soft_multilabel_categorical_crossentropy(y_true, y_pred):
     return _logsumexp_with_zero(neg) + _logsumexp_with_zero(pos)
 
 
+@_register
 def sparse_multilabel_categorical_crossentropy(y_true, y_pred, mask_zero=False, epsilon=1e-7):
     """Sparse multilabel categorical crossentropy (GPLinker style).
 
@@ -224,6 +230,7 @@ def _check_rank4(y_pred, fn_name):
         )
 
 
+@_register
 def global_pointer_crossentropy(y_true, y_pred):
     """GlobalPointer loss (post 8373): multilabel CE over the ``n * n`` cells of every head.
 
@@ -243,6 +250,7 @@ def global_pointer_crossentropy(y_true, y_pred):
     return ops.mean(multilabel_categorical_crossentropy(y, s), axis=1)
 
 
+@_register
 def sparse_global_pointer_crossentropy(y_true, y_pred, mask_zero=True):
     """Sparse GlobalPointer loss (GPLinker): gold spans given as (start, end) index pairs.
 
@@ -272,6 +280,7 @@ def sparse_global_pointer_crossentropy(y_true, y_pred, mask_zero=True):
     return ops.mean(loss, axis=1)
 
 
+@_register
 def global_pointer_kl(s, t):
     """Symmetric "KL" between two GlobalPointer outputs (post 9039).
 
@@ -303,6 +312,7 @@ def _check_even_batch(x, fn_name):
         )
 
 
+@_register
 def rdrop_global_pointer_kl(y_pred):
     """R-Drop consistency term for GlobalPointer on an adjacently duplicated batch.
 
@@ -313,6 +323,7 @@ def rdrop_global_pointer_kl(y_pred):
     return global_pointer_kl(y_pred[::2], y_pred[1::2])
 
 
+@_register
 def rdrop_kl(y_pred, from_logits=False):
     """Symmetric KL of R-Drop (post 8496) on an adjacently duplicated batch.
 
@@ -339,6 +350,7 @@ def rdrop_kl(y_pred, from_logits=False):
     return ops.sum((pa - pb) * diff, axis=-1)
 
 
+@_register
 def rdrop_crossentropy(y_true, y_pred, alpha=4.0, from_logits=False):
     """Sparse categorical crossentropy plus the R-Drop term, per row (batch,).
 
@@ -362,6 +374,7 @@ def rdrop_crossentropy(y_true, y_pred, alpha=4.0, from_logits=False):
 # --------------------------------------------------------------------- CoSENT, choices
 
 
+@_register
 def cosent_ranking_loss(y_true, scores):
     """CoSENT ranking loss on given pair scores (post 8847).
 
@@ -388,6 +401,7 @@ def cosent_ranking_loss(y_true, scores):
     return _logsumexp_with_zero(ops.reshape(diff, (1, -1)))[0]
 
 
+@_register
 def cosent_loss(y_true, y_pred, scale=20.0):
     """CoSENT loss (post 8847) on sentence vectors of interleaved pairs.
 
@@ -414,6 +428,7 @@ def cosent_loss(y_true, y_pred, scale=20.0):
     return cosent_ranking_loss(labels, scale * cos)
 
 
+@_register
 def multiple_choice_crossentropy(y_true, y_pred, num_choices):
     """Crossentropy for multiple-choice tasks scored one choice per row.
 

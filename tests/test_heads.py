@@ -443,3 +443,16 @@ def test_crf_viterbi_decoder_restrictions():
     assert isinstance(crf.viterbi_decoder(), ViterbiDecoder)
     np.testing.assert_array_equal(crf.viterbi_decoder().decode(nodes), [1, 2])
     np.testing.assert_array_equal(crf.viterbi_decoder(starts=[0], ends=[1]).decode(nodes), [0, 1])
+
+
+def test_crf_compiled_model_reloads_without_compile(tmp_path):
+    x, labels = _crf_data()
+    model, crf = _crf_model("float32", 3)
+    model.compile("adam", loss=crf.sparse_loss, metrics=[crf.sparse_accuracy])
+    path = str(tmp_path / "crf.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    lcrf = [layer for layer in loaded.layers if isinstance(layer, ConditionalRandomField)][0]
+    loaded.compile("adam", loss=lcrf.sparse_loss, metrics=[lcrf.sparse_accuracy])
+    np.testing.assert_allclose(loaded.evaluate(x, labels, verbose=0),
+                               model.evaluate(x, labels, verbose=0), rtol=1e-6)

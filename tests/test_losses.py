@@ -377,3 +377,19 @@ def test_adversarial_training_epsilon_zero_is_plain_training_and_errors():
         L.adversarial_training(b, "Embedding-Nope")
     with pytest.raises(ValueError, match="epsilon"):
         L.adversarial_training(b, epsilon=-1)
+
+
+def test_model_compiled_with_a_loss_reloads(tmp_path):
+    from bert4keras_ng.layers import GlobalPointer
+
+    inp = keras.Input((None, 4))
+    model = keras.Model(inp, GlobalPointer(2, 4)(inp))
+    model.compile("adam", loss=L.global_pointer_crossentropy)
+    path = str(tmp_path / "gp.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(12).normal(size=(2, 3, 4)).astype("float32")
+    y = np.zeros((2, 2, 3, 3), "float32")
+    y[:, 0, 0, 1] = 1
+    np.testing.assert_allclose(loaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0),
+                               rtol=1e-6)

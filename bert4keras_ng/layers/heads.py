@@ -208,7 +208,10 @@ class ConditionalRandomField(keras.layers.Layer):
         model.compile(loss=crf.sparse_loss, metrics=[crf.sparse_accuracy], ...)
         decoder = crf.viterbi_decoder()          # or ViterbiDecoder(crf.transitions())
 
-    Everything inside the losses is float32, whatever the emission dtype.
+    Everything inside the losses is float32, whatever the emission dtype. A model compiled
+    with these bound-method losses saves to ``.keras`` but must be reloaded with
+    ``keras.saving.load_model(path, compile=False)`` and compiled again with the reloaded
+    layer's methods (Keras cannot serialise bound methods).
 
     Args:
         lr_multiplier: the transition matrix is stored divided by ``lr_multiplier`` and used
