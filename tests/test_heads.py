@@ -288,8 +288,11 @@ def test_crf_log_likelihood_equals_enumeration():
     np.testing.assert_allclose(np_(out)[mask], x[mask])
     loss = np_(crf.sparse_loss(labels, out))
     dense = np_(crf.dense_loss(np.eye(c, dtype="float32")[labels], out))
+    e = np.where(mask[..., None], x, 0.0).astype("float32")
+    log_z_all = np_(crf.log_partition(e, mask))
     for i, length in enumerate(lengths):
         log_z, scores = brute_force_crf(x[i], trans.astype("float64"), length)
+        np.testing.assert_allclose(log_z_all[i], log_z, rtol=1e-5)
         nll = log_z - scores[tuple(labels[i, :length])]
         np.testing.assert_allclose(loss[i], nll, rtol=1e-5)
         np.testing.assert_allclose(dense[i], nll, rtol=1e-5)
