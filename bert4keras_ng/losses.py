@@ -23,6 +23,9 @@ Contents
 - :func:`rdrop_kl` and :func:`rdrop_crossentropy` — R-Drop on an adjacently duplicated batch.
 - :func:`cosent_loss` (vectors) and :func:`cosent_ranking_loss` (similarity scores).
 - :func:`multiple_choice_crossentropy` — one score per choice, reshaped to (-1, k).
+- :class:`MultipleChoiceCrossentropy`, :class:`CoSENTLoss` — serialisable Keras ``Loss``
+  objects for the two parametrised losses (all the functions are registered too, so models
+  compiled with them reload with ``keras.saving.load_model``).
 - :func:`adversarial_training` — FGM on the token embedding matrix of a compiled model.
 """
 
@@ -45,6 +48,8 @@ __all__ = [
     "cosent_loss",
     "cosent_ranking_loss",
     "multiple_choice_crossentropy",
+    "MultipleChoiceCrossentropy",
+    "CoSENTLoss",
     "adversarial_training",
 ]
 
@@ -461,6 +466,48 @@ def multiple_choice_crossentropy(y_true, y_pred, num_choices):
     labels = ops.reshape(ops.cast(y_true, "int32"), (ops.shape(s)[0], -1))[:, :1]
     logp = s - _masked_logsumexp(s, axis=-1, keepdims=True)
     return -ops.take_along_axis(logp, labels, axis=-1)[:, 0]
+
+
+# ------------------------------------------------- serialisable parametrised losses
+
+
+@_register
+class MultipleChoiceCrossentropy(keras.losses.Loss):
+    """:func:`multiple_choice_crossentropy` as a serialisable Keras loss with ``num_choices``."""
+
+    def __init__(self, num_choices, name="multiple_choice_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if isinstance(num_choices, bool) or int(num_choices) != num_choices or num_choices < 1:
+            raise ValueError(
+                f"MultipleChoiceCrossentropy: `num_choices` must be an integer >= 1; got "
+                f"{num_choices!r}."
+            )
+        self.num_choices = int(num_choices)
+
+    def call(self, y_true, y_pred):
+        return multiple_choice_crossentropy(y_true, y_pred, self.num_choices)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_choices": self.num_choices})
+        return config
+
+
+@_register
+class CoSENTLoss(keras.losses.Loss):
+    """:func:`cosent_loss` as a serialisable Keras loss with its ``scale`` (lambda)."""
+
+    def __init__(self, scale=20.0, name="cosent_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.scale = float(scale)
+
+    def call(self, y_true, y_pred):
+        return cosent_loss(y_true, y_pred, scale=self.scale)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale})
+        return config
 
 
 # ------------------------------------------------------------------------------- FGM

@@ -379,6 +379,7 @@ def test_adversarial_training_epsilon_zero_is_plain_training_and_errors():
         L.adversarial_training(b, epsilon=-1)
 
 
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_model_compiled_with_a_loss_reloads(tmp_path):
     from bert4keras_ng.layers import GlobalPointer
 
@@ -393,3 +394,22 @@ def test_model_compiled_with_a_loss_reloads(tmp_path):
     y[:, 0, 0, 1] = 1
     np.testing.assert_allclose(loaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0),
                                rtol=1e-6)
+
+
+def test_parametrised_loss_objects_round_trip():
+    rng = np.random.default_rng(13)
+    s = rng.normal(size=(6, 1)).astype("float32")
+    labels = np.array([1, 0])
+    loss = L.MultipleChoiceCrossentropy(3)
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(clone, L.MultipleChoiceCrossentropy) and clone.num_choices == 3
+    expected = np_(L.multiple_choice_crossentropy(labels, s, 3)).mean()
+    np.testing.assert_allclose(np_(clone(labels, s)), expected, rtol=1e-6)
+    v = rng.normal(size=(4, 5)).astype("float32")
+    y = np.array([1, 1, 0, 0])
+    cos = L.CoSENTLoss(scale=10)
+    clone = keras.losses.deserialize(keras.losses.serialize(cos))
+    assert clone.scale == 10.0
+    np.testing.assert_allclose(np_(clone(y, v)), np_(L.cosent_loss(y, v, scale=10)), rtol=1e-6)
+    with pytest.raises(ValueError, match="num_choices"):
+        L.MultipleChoiceCrossentropy(0)
