@@ -413,3 +413,23 @@ def test_parametrised_loss_objects_round_trip():
     np.testing.assert_allclose(np_(clone(y, v)), np_(L.cosent_loss(y, v, scale=10)), rtol=1e-6)
     with pytest.raises(ValueError, match="num_choices"):
         L.MultipleChoiceCrossentropy(0)
+
+
+def test_adversarial_training_under_mixed_float16_loss_scaling():
+    from tests.helpers import dtype_policy
+
+    x, y = _fgm_data()
+    with dtype_policy("mixed_float16"):
+        model = _fgm_model(2)
+        model.compile(optimizer="adam",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    emb = model.get_layer("Embedding-Token").embeddings
+    before = emb.numpy().copy()
+    L.adversarial_training(model, epsilon=1.0)
+    hist = model.fit(x, y, epochs=2, batch_size=3, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    after = emb.numpy()
+    assert np.isfinite(after).all() and emb.dtype == "float32"
+    # Adam moves each touched row by about the learning rate; delta was removed again
+    assert 0 < np.abs(after - before).max() < 0.05
