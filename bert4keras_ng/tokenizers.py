@@ -793,7 +793,13 @@ class SpTokenizer(TokenizerBase):
         import sentencepiece as spm
 
         self.sp_model = spm.SentencePieceProcessor()
-        if not self.sp_model.Load(sp_model_path):
+        try:
+            loaded = self.sp_model.Load(sp_model_path)
+        except (OSError, RuntimeError) as exc:
+            raise ValueError(
+                "could not load the SentencePiece model %r: %s" % (sp_model_path, exc)
+            ) from exc
+        if not loaded:
             raise ValueError("could not load the SentencePiece model %r" % (sp_model_path,))
         self._vocab_size = self.sp_model.get_piece_size()
         if self.sp_model.pad_id() >= 0:
