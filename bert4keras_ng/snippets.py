@@ -483,6 +483,20 @@ def softmax(x, axis=-1):
     return x / x.sum(axis=axis, keepdims=True)
 
 
+def _map_over_types(fn, types, shapes):
+    """Apply ``fn(type, shape)`` over the (tuple/list/dict) structure of ``types``; ``shapes``
+    has the same structure, with a list of dimensions (or TensorShape) at each leaf."""
+    if isinstance(types, dict):
+        return {k: _map_over_types(fn, types[k], shapes[k]) for k in types}
+    if isinstance(types, (list, tuple)):
+        if len(types) != len(shapes):
+            raise ValueError(
+                "types and shapes must have the same structure: %r vs %r" % (types, shapes)
+            )
+        return tuple(_map_over_types(fn, t, s) for t, s in zip(types, shapes))
+    return fn(types, shapes)
+
+
 class DataGenerator:
     """Batch generator template (subclass it and implement ``__iter__(self, random=False)``).
 
@@ -579,16 +593,15 @@ class DataGenerator:
             types = wrap(names, types)
             shapes = wrap(names, shapes)
 
-        def spec(t, s):
-            return tf.TensorSpec(shape=s, dtype=t)
-
+        # Shapes are leaves here (lists of dims), so map over the structure of ``types``.
+        shapes = _map_over_types(lambda t, s: tf.TensorShape(s), types, shapes)
         if padded_batch:
-            loose = tf.nest.map_structure(
-                lambda t, s: tf.TensorSpec(shape=[None] * len(s), dtype=t), types, shapes
+            loose = _map_over_types(
+                lambda t, s: tf.TensorSpec(shape=[None] * s.rank, dtype=t), types, shapes
             )
             dataset = tf.data.Dataset.from_generator(generator, output_signature=loose)
             return dataset.padded_batch(self.batch_size, shapes)
-        signature = tf.nest.map_structure(spec, types, shapes)
+        signature = _map_over_types(lambda t, s: tf.TensorSpec(shape=s, dtype=t), types, shapes)
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
         return dataset.batch(self.batch_size)
 
