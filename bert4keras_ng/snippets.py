@@ -609,9 +609,12 @@ class DataGenerator:
         """A ``keras.utils.PyDataset`` yielding this generator's batches (for ``model.fit``).
 
         Batches come from ``__iter__(random)``; ``len()`` is ``len(self)``. Each epoch restarts
-        the iteration. ``kwargs`` go to ``PyDataset`` (``workers``, ``use_multiprocessing``,
-        ``max_queue_size``); keep the defaults (in-process) for stateful generators.
+        the iteration. ``kwargs`` go to ``PyDataset`` (``workers``, ``max_queue_size``); thread
+        workers are safe (batches are still produced in order), ``use_multiprocessing=True`` is
+        not supported.
         """
+        import threading
+
         import keras
 
         generator = self
@@ -619,32 +622,38 @@ class DataGenerator:
         class _Batches(keras.utils.PyDataset):
             def __init__(self):
                 super().__init__(**kwargs)
-                self._cache = []
+                self._cache = {}
+                self._next_index = 0
                 self._iterator = None
+                self._lock = threading.Lock()
 
             def __len__(self):
                 return len(generator)
 
-            def _refill(self):
-                self._iterator = generator.__iter__(random)
-                self._cache = []
-
             def __getitem__(self, index):
-                if index == 0 or self._iterator is None:
-                    self._refill()
-                while len(self._cache) <= index:
-                    try:
-                        self._cache.append(next(self._iterator))
-                    except StopIteration:
-                        raise IndexError(
-                            "batch %d requested but the generator produced only %d"
-                            % (index, len(self._cache))
-                        )
-                batch = self._cache[index]
-                self._cache[index] = None
-                return batch
+                # Batches are produced in order by the generator; requests may come in any
+                # order (and from several threads), so earlier ones are kept until asked for.
+                with self._lock:
+                    if self._iterator is None or (index == 0 and 0 not in self._cache
+                                                  and self._next_index > 0):
+                        self._iterator = generator.__iter__(random)
+                        self._cache, self._next_index = {}, 0
+                    while index not in self._cache:
+                        if index < self._next_index:
+                            raise IndexError("batch %d was already consumed" % index)
+                        try:
+                            batch = next(self._iterator)
+                        except StopIteration:
+                            raise IndexError(
+                                "batch %d requested but the generator produced only %d"
+                                % (index, self._next_index)
+                            ) from None
+                        self._cache[self._next_index] = batch
+                        self._next_index += 1
+                    return self._cache.pop(index)
 
             def on_epoch_end(self):
-                self._iterator = None
+                with self._lock:
+                    self._iterator = None
 
         return _Batches()
