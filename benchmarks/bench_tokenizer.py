@@ -44,7 +44,7 @@ texts = json.load(open(texts_path, encoding='utf-8'))
 tok = Tokenizer(vocab, do_lower_case=lower)
 tok.encode(texts[0])
 best = None
-for _ in range(2):
+for _ in range(5):
     t = time.process_time()
     out = [tok.encode(s, maxlen=64) for s in texts]
     dt = time.process_time() - t
@@ -79,7 +79,7 @@ def make_vocab(path):
         f.write("\n".join(tokens) + "\n")
 
 
-def best_of(fn, repeats=3, setup=None):
+def best_of(fn, repeats=5, setup=None):
     best, result = None, None
     for _ in range(repeats):
         arg = setup() if setup is not None else None

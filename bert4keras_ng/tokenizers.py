@@ -9,9 +9,14 @@ with bert4keras 0.11.5 and against Hugging Face ``tokenizers``).
 ``SpTokenizer`` wraps a SentencePiece model with the same interface.
 """
 
+import contextlib
+import gc
 import re
 import unicodedata
 from itertools import chain as _chain
+from itertools import compress as _compress
+from itertools import repeat as _repeat
+from operator import is_ as _is
 
 import numpy as np
 
@@ -179,6 +184,21 @@ def save_vocab(dict_path, token_dict, encoding="utf-8"):
             writer.write(token + "\n")
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause Python's cyclic garbage collector while building many small lists (it would
+    otherwise rescan the young lists every few hundred allocations); restores the previous
+    state. Reference counting still frees everything as usual."""
+    was_enabled = gc.isenabled()
+    if was_enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 # ---------------------------------------------------------------------------------------------
 # Base class
 # ---------------------------------------------------------------------------------------------
@@ -341,6 +361,11 @@ class TokenizerBase:
         if maxlen is not None:
             self._check_maxlen(maxlen, pair, pattern)
             self._truncate_index(truncate_from)  # validates it
+        with _gc_paused():
+            return self._encode_batch(first_texts, second_texts, maxlen, pattern, truncate_from)
+
+    def _encode_batch(self, first_texts, second_texts, maxlen, pattern, truncate_from):
+        pair = second_texts is not None
         firsts = self._batch_text_ids(first_texts)
         if not pair:
             # Common case inline: truncate only where needed, segments all zero.
@@ -566,16 +591,24 @@ class Tokenizer(TokenizerBase):
         end = None if self._token_end is None else self.token_to_id(self._token_end)
         return start, end
 
-    def _content_ids(self, text):
-        """Ids of the content tokens of ``text`` (no start/end tokens)."""
-        words = self._words(text)
+    def _cached_ids(self, words):
+        """List of id lists, one per word, through the word cache (C-level when warm)."""
         cached = list(map(self._word_ids.get, words))
         if None in cached:
-            cached = [
-                ids if ids is not None else self._ids_of_word(word)
-                for word, ids in zip(words, cached)
-            ]
-        return list(_chain(*cached))
+            # Fill the cache once per distinct new word, then look everything up again.
+            for word in set(_compress(words, map(_is, cached, _repeat(None)))):
+                self._ids_of_word(word)
+            cached = list(map(self._word_ids.get, words))
+            if None in cached:  # cache full: compute the rest directly
+                cached = [
+                    ids if ids is not None else self._ids_of_word(word)
+                    for word, ids in zip(words, cached)
+                ]
+        return cached
+
+    def _content_ids(self, text):
+        """Ids of the content tokens of ``text`` (no start/end tokens)."""
+        return list(_chain(*self._cached_ids(self._words(text))))
 
     def _text_ids(self, text, specials=None):
         if self._pre_tokenize is not None:
@@ -650,12 +683,7 @@ class Tokenizer(TokenizerBase):
         if n_runs:
             word_codes = np.where(is_word, codes, np.uint32(32))
             words = word_codes.tobytes().decode("utf-32-le", "surrogatepass").split()
-            cached = list(map(self._word_ids.get, words))
-            if None in cached:
-                cached = [
-                    ids if ids is not None else self._ids_of_word(word)
-                    for word, ids in zip(words, cached)
-                ]
+            cached = self._cached_ids(words)
             run_lengths = np.fromiter(map(len, cached), dtype=np.int64, count=n_runs)
             counts[unit_is_run] = run_lengths
 
