@@ -252,14 +252,16 @@ def test_rematch_never_raises_and_maps_back(toks, text, lower):
 
 @settings(max_examples=100, deadline=None)
 @given(texts=st.lists(_text, min_size=1, max_size=6), lower=st.booleans(),
-       maxlen=st.one_of(st.none(), st.integers(3, 30)))
-def test_encode_batch_equals_encode(toks, texts, lower, maxlen):
+       maxlen=st.one_of(st.none(), st.integers(3, 30)), side=st.sampled_from(["right", "left"]))
+def test_encode_batch_equals_encode(toks, texts, lower, maxlen, side):
     tok = toks[lower]
-    ids, segments = tok.encode_batch(texts, maxlen=maxlen)
-    assert (ids, segments) == tuple(map(list, zip(*[tok.encode(t, maxlen=maxlen) for t in texts])))
+    ids, segments = tok.encode_batch(texts, maxlen=maxlen, truncate_from=side)
+    single = [tok.encode(t, maxlen=maxlen, truncate_from=side) for t in texts]
+    assert (ids, segments) == tuple(map(list, zip(*single)))
     seconds = texts[::-1]
-    ids, segments = tok.encode_batch(texts, seconds, maxlen=maxlen)
-    expected = [tok.encode(a, b, maxlen=maxlen) for a, b in zip(texts, seconds)]
+    ids, segments = tok.encode_batch(texts, seconds, maxlen=maxlen, truncate_from=side)
+    expected = [tok.encode(a, b, maxlen=maxlen, truncate_from=side)
+                for a, b in zip(texts, seconds)]
     assert ids == [e[0] for e in expected] and segments == [e[1] for e in expected]
     if maxlen is not None:
         assert all(len(i) <= maxlen for i in ids)
@@ -485,7 +487,11 @@ def _reference_words(text, lower):
 
 
 def _code_point_texts(step):
-    codes = list(range(0, 0x3100)) + list(range(0x3100, 0x110000, step))
+    if step == 1:  # planes 4-13 hold no assigned character: sample them
+        codes = list(range(0, 0x40000)) + list(range(0x40000, 0xE0000, 97))
+        codes += list(range(0xE0000, 0x110000))
+    else:
+        codes = list(range(0, 0x3100)) + list(range(0x3100, 0x110000, step))
     return ["x" + chr(c) + "y" + chr(c) for c in codes]
 
 
