@@ -385,3 +385,18 @@ def test_to_pydataset_trains_a_model():
     model.compile(optimizer="sgd", loss="binary_crossentropy")
     history = model.fit(gen.to_pydataset(), epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
+
+
+def test_parallel_apply_closures_and_errors():
+    import multiprocessing
+
+    factor = 3
+    if multiprocessing.get_start_method() == "fork":  # closures need fork (no pickling)
+        assert S.parallel_apply(lambda x: x * factor, range(6), 2, 3, unordered=False) == [
+            0, 3, 6, 9, 12, 15]
+
+    def boom(x):
+        raise RuntimeError("boom %d" % x)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        S.parallel_apply(boom, range(3), 2, 2, dummy=True)
