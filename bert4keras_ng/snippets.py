@@ -247,7 +247,9 @@ def parallel_apply_generator(
     At most ``max_queue_size`` inputs are in flight at a time. ``random_seeds``: ``True`` (or
     None/False) leaves NumPy's seed alone; a list seeds process ``k`` with ``random_seeds[k]``
     (threads share NumPy's global state, so with ``dummy=True`` only the first seed is used).
-    With processes, ``func`` must be picklable (a module-level function).
+    With processes and the 'fork' start method (the Linux default before Python 3.14) any
+    callable works, closures included; with 'spawn'/'forkserver' it must be picklable (a
+    module-level function). Exceptions raised by ``func`` propagate to the caller.
     """
     from concurrent.futures import FIRST_COMPLETED, wait
 
