@@ -51,6 +51,27 @@ class AttentionMask(keras.layers.Layer):
 
 
 @_register
+class Add(keras.layers.Add):
+    """Element-wise sum whose output mask is the AND of the inputs' masks that exist.
+
+    Keras 3's ``Add`` returns no mask as soon as one input has none (and ORs them otherwise);
+    summing the masked token embedding with the unmasked segment embedding would then lose the
+    padding mask. This is the rule bert4keras relied on.
+    """
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None:
+            return None
+        masks = [m for m in mask if m is not None]
+        if not masks:
+            return None
+        out = ops.cast(masks[0], "bool")
+        for m in masks[1:]:
+            out = ops.logical_and(out, ops.cast(m, "bool"))
+        return out
+
+
+@_register
 class TakeToken(keras.layers.Layer):
     """``x[:, index]``: the [CLS] vector for the pooler."""
 

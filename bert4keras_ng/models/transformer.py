@@ -13,7 +13,7 @@ import numpy as np
 
 from bert4keras_ng import checkpoints
 from bert4keras_ng.models import blocks, mappings
-from bert4keras_ng.models.auxiliary import AttentionMask, DepthScaledTruncatedNormal, TakeToken
+from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
 
 REQUIRED_CONFIG_KEYS = (
     "vocab_size",
@@ -286,7 +286,7 @@ class Transformer:
                 embeddings_initializer=self.initializer,
                 name="Embedding-Token" if self.shared_segment_embeddings else "Embedding-Segment",
             )
-            x = self.apply([x, s], keras.layers.Add, name="Embedding-Token-Segment")
+            x = self.apply([x, s], Add, name="Embedding-Token-Segment")
         if self.position == "learned":
             x = self.apply(
                 x if p is None else [x, p],
