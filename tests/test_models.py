@@ -340,3 +340,19 @@ def test_bert4keras_loads_what_we_write(tmp_path, family):
         diff = np.abs(out - ref)
         err = diff[mask].max() if diff.ndim >= 3 else diff.max()
         assert err <= 1e-5, "output %d: %.3g" % (i, err)
+
+
+def test_roformer_custom_positions_feed_the_rotary_table():
+    """With Input-Position, RoPE sees those ids: 0..n-1 equals the default, and shifting every
+    position by a constant changes nothing (attention depends on relative positions only)."""
+    plain = build_transformer_model(model="roformer", return_keras_model=False, **TINY)
+    custom = build_transformer_model(model="roformer", custom_position_ids=True, return_keras_model=False, **TINY)
+    custom.model.set_weights(plain.model.get_weights())
+    assert [i.name for i in custom.model.inputs] == ["Input-Token", "Input-Segment", "Input-Position"]
+    ids = tokens()
+    seg = np.zeros_like(ids)
+    pos = np.tile(np.arange(ids.shape[1], dtype="int32"), (2, 1))
+    ref = keras.ops.convert_to_numpy(plain.model([ids, seg]))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(custom.model([ids, seg, pos])), ref, atol=1e-6)
+    shifted = keras.ops.convert_to_numpy(custom.model([ids, seg, pos + 11]))
+    np.testing.assert_allclose(shifted[ids != 0], ref[ids != 0], atol=2e-5)

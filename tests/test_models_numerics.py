@@ -59,7 +59,7 @@ def test_mixed_precision_is_finite_and_close_to_float32(name, policy):
         assert err <= tolerance, "%s under %s: scaled error %.3g" % (name, policy, err)
 
 
-@pytest.mark.parametrize("name", fast({"roformer_unilm"}, ["bert_pool_nsp_mlm", "roformer_unilm", "nezha_mlm", "gau_alpha_mlm"]))
+@pytest.mark.parametrize("name", fast({"roformer_unilm"}, ["bert_pool_nsp_mlm", "roformer_unilm", "nezha_mlm", "gau_alpha_mlm", "bert_lm", "bert_realformer", "albert_pool_nsp_mlm"]))
 def test_jit_compile_equals_eager(name):
     builder, feed, _ = build_case(name)
     eager = outputs_of(builder.model, feed)
@@ -71,7 +71,7 @@ def test_jit_compile_equals_eager(name):
 
 
 @pytest.mark.parametrize(
-    "name", fast({"bert_conditional_ln", "gau_alpha_unilm"}, ["bert_conditional_ln", "gau_alpha_unilm", "nezha_unilm", "albert_pool_nsp_mlm", "roformer_v2_mlm", "bert_custom_hierarchical_positions"])
+    "name", fast({"bert_conditional_ln", "gau_alpha_unilm"}, ["bert_conditional_ln", "gau_alpha_unilm", "nezha_unilm", "albert_pool_nsp_mlm", "roformer_v2_mlm", "bert_custom_hierarchical_positions", "bert_lm", "electra_discriminator", "bert_realformer"])
 )
 def test_keras_save_load_round_trip(tmp_path, name):
     builder, feed, _ = build_case(name)
