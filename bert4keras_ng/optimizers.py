@@ -178,6 +178,21 @@ def _variable_path(variable):
     return path
 
 
+def _snapshot(variable):
+    """The variable's current value as a tensor that later assignments cannot change.
+
+    (On TensorFlow, ``ops.convert_to_tensor`` of a variable can alias its buffer in eager mode.)
+    """
+    read_value = getattr(variable, "read_value", None)
+    if read_value is not None:
+        return read_value()
+    value = getattr(variable, "value", variable)
+    read_value = getattr(value, "read_value", None)
+    if read_value is not None:
+        return read_value()
+    return ops.copy(ops.convert_to_tensor(value))
+
+
 def _as_pattern_list(value, argument):
     if value is None:
         return []
@@ -325,7 +340,7 @@ class Tiger(_PathAwareMixin, keras.optimizers.Optimizer):
         index = self._get_variable_index(variable)
         kind = self._b4k_tiger_kinds[index]
         dtype = variable.dtype
-        theta = ops.convert_to_tensor(variable)
+        theta = _snapshot(variable)
         g = ops.cast(ops.convert_to_tensor(gradient), dtype)
         m = self._momentums[index]
         k = self.grad_accum_steps
@@ -341,7 +356,7 @@ class Tiger(_PathAwareMixin, keras.optimizers.Optimizer):
         beta_1 = ops.cast(ops.where(bad, 1.0, beta_1), dtype)
         beta_2 = ops.cast((1.0 - self.beta) / k, dtype)
         g = ops.where(bad, ops.zeros_like(g), g)
-        m_new = beta_1 * ops.convert_to_tensor(m) + beta_2 * g
+        m_new = beta_1 * _snapshot(m) + beta_2 * g
         self.assign(m, m_new)
 
         alpha = ops.cast(learning_rate, "float32") * piecewise_linear(step, self.lr_schedule)
@@ -438,9 +453,9 @@ class _ExtendedOptimizer(_PathAwareMixin):
         index = self._get_variable_index(variable)
         if not self._b4k_active(index):
             return super().update_step(gradient, variable, learning_rate)
-        old = ops.convert_to_tensor(variable)
+        old = _snapshot(variable)
         super().update_step(gradient, variable, learning_rate)
-        new = ops.convert_to_tensor(variable)
+        new = _snapshot(variable)
         new = self._b4k_transform(index, old, new, gradient, learning_rate)
         self.assign(variable, new)
 
@@ -744,7 +759,7 @@ class _Lookahead:
         new = super()._b4k_transform(index, old, new, gradient, learning_rate)
         slow = self._b4k_slow[index]
         sync = ops.equal((self.iterations + 1) % self.steps_per_slow_update, 0)
-        slow_value = ops.convert_to_tensor(slow)
+        slow_value = _snapshot(slow)
         moved = slow_value + ops.cast(self.slow_step_size, new.dtype) * (new - slow_value)
         slow_next = ops.where(sync, moved, slow_value)
         self.assign(slow, slow_next)
@@ -764,7 +779,7 @@ class _CopyOf:
         self.variable = variable
 
     def __call__(self, shape, dtype=None):
-        return ops.cast(ops.convert_to_tensor(self.variable), dtype or self.variable.dtype)
+        return ops.cast(_snapshot(self.variable), dtype or self.variable.dtype)
 
 
 def extend_with_lookahead(BaseOptimizer, name=None):
