@@ -721,7 +721,7 @@ def extend_with_exponential_moving_average(BaseOptimizer, name=None):
 class _Lookahead:
     """Lookahead (arXiv 1907.08610): ``steps_per_slow_update=5`` (k), ``slow_step_size=0.5``.
 
-    Slow weights start as a copy of the weights; after every k-th update
+    Slow weights start as the weights before the first update; after every k-th update
     ``slow <- slow + alpha * (theta - slow)`` and ``theta <- slow``.
     """
 
@@ -743,14 +743,7 @@ class _Lookahead:
 
     def _b4k_setup(self, var_list):
         super()._b4k_setup(var_list)
-        slow = []
-        for variable in var_list:
-            slow.append(
-                self.add_variable_from_reference(
-                    variable, name="slow", initializer=_CopyOf(variable)
-                )
-            )
-        self._b4k_slow = slow
+        self._b4k_slow = self.add_optimizer_variables(var_list, "slow")
 
     def _b4k_active(self, index):
         return True
@@ -759,7 +752,10 @@ class _Lookahead:
         new = super()._b4k_transform(index, old, new, gradient, learning_rate)
         slow = self._b4k_slow[index]
         sync = ops.equal((self.iterations + 1) % self.steps_per_slow_update, 0)
-        slow_value = _snapshot(slow)
+        # The slow weights start as the weights before the first update (so weights loaded
+        # after compile() count), without a value-dependent initializer (XLA-safe).
+        first = ops.equal(self.iterations, 0)
+        slow_value = ops.where(first, old, _snapshot(slow))
         moved = slow_value + ops.cast(self.slow_step_size, new.dtype) * (new - slow_value)
         slow_next = ops.where(sync, moved, slow_value)
         self.assign(slow, slow_next)
@@ -770,16 +766,6 @@ class _Lookahead:
         config["steps_per_slow_update"] = self.steps_per_slow_update
         config["slow_step_size"] = self.slow_step_size
         return config
-
-
-class _CopyOf:
-    """Initializer returning the current value of a variable (slow weights start there)."""
-
-    def __init__(self, variable):
-        self.variable = variable
-
-    def __call__(self, shape, dtype=None):
-        return ops.cast(_snapshot(self.variable), dtype or self.variable.dtype)
 
 
 def extend_with_lookahead(BaseOptimizer, name=None):
