@@ -637,6 +637,9 @@ class _GradientAccumulation:
     Configures Keras's ``gradient_accumulation_steps``: gradients are summed, and every k-th
     call applies one update with their average, so k micro-batches equal one step on the
     k-times larger batch (for a mean-reduced loss).  ``grad_accum_steps=1`` disables it.
+    Keras's accumulation cannot run under ``tf.distribute`` with several replicas
+    (keras-team/keras#20582); building such an optimizer there raises a ``ValueError`` that
+    points to Tiger's buffer-free accumulation.
     """
 
     def __init__(self, *args, grad_accum_steps=2, **kwargs):
@@ -644,6 +647,19 @@ class _GradientAccumulation:
         kwargs.pop("gradient_accumulation_steps", None)
         super().__init__(*args, gradient_accumulation_steps=steps if steps > 1 else None, **kwargs)
         self.grad_accum_steps = steps
+
+    def _b4k_setup(self, var_list):
+        super()._b4k_setup(var_list)
+        strategy = getattr(self, "_distribution_strategy", None)
+        replicas = getattr(strategy, "num_replicas_in_sync", 1)
+        if self.gradient_accumulation_steps and replicas > 1:
+            raise ValueError(
+                f"grad_accum_steps={self.grad_accum_steps} uses Keras's gradient accumulation, "
+                f"which does not run under tf.distribute with {replicas} replicas (its "
+                "conditional update contains the gradient all-reduce; keras-team/keras#20582). "
+                "Use Tiger(grad_accum_steps=k), whose accumulation needs no conditional, or a "
+                "larger global batch."
+            )
 
     def get_config(self):
         config = super().get_config()

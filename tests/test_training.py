@@ -239,9 +239,11 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
     def optimizer(kind):
         if kind == "tiger":
             return O.Tiger(learning_rate=1e-2, grad_accum_steps=2)
-        cls = O.extend_with_exponential_moving_average(O.extend_with_layer_adaptation(
-            O.extend_with_gradient_accumulation(O.extend_with_weight_decay(O.AdamW))))
-        return cls(learning_rate=1e-2, grad_accum_steps=2, exclude_from_weight_decay=["Norm"])
+        cls = O.extend_with_lookahead(O.extend_with_exponential_moving_average(
+            O.extend_with_layer_adaptation(O.extend_with_piecewise_linear_lr(
+                O.extend_with_weight_decay(O.AdamW)))))
+        return cls(learning_rate=1e-2, exclude_from_weight_decay=["Norm"], lr_schedule={3: 1},
+                   steps_per_slow_update=3)
 
     def train(strategy, kind):
         with strategy.scope():
@@ -260,6 +262,15 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
             worst = max(worst, float(np.abs(a - b).max()))
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     print("MAXDIFF", worst)
+    accumulating = O.extend_with_gradient_accumulation(O.Adam)
+    with mirrored.scope():
+        model = build()
+        model.compile(optimizer=accumulating(learning_rate=1e-2), loss="mse")
+    try:
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    except ValueError as error:
+        assert "Tiger(grad_accum_steps=k)" in str(error), error
+        print("CLEAR_ERROR")
     """
 )
 
@@ -270,4 +281,4 @@ def test_mirrored_strategy_matches_single_device_training():
     result = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    assert "MAXDIFF" in result.stdout
+    assert "MAXDIFF" in result.stdout and "CLEAR_ERROR" in result.stdout
