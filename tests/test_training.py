@@ -194,20 +194,39 @@ def test_xla_and_eager_training_agree():
 # ---------------------------------------------------------------------------------------------
 
 
+def tiny_roformer_classifier(vocab=20, seed=0):
+    """A 2-layer RoFormer from build_transformer_model, mask-aware max pooling, float32 head."""
+    from bert4keras_ng.layers import GlobalMaxPooling1D
+    from bert4keras_ng.models import build_transformer_model
+
+    keras.utils.set_random_seed(seed)
+    encoder = build_transformer_model(
+        model="roformer", vocab_size=vocab, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, hidden_act="gelu",
+        max_position_embeddings=32,
+    )
+    pooled = GlobalMaxPooling1D(name="Pooler")(encoder.output)
+    probs = keras.layers.Dense(2, activation="softmax", dtype="float32", name="Classifier")(pooled)
+    return keras.Model(encoder.inputs, probs)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("jit", [False, True])
-def test_synthetic_task_accuracy_is_precision_independent(policy, jit):
+def test_tiny_roformer_accuracy_is_precision_and_xla_independent(policy, jit):
+    """Fine-tuning reaches the same (perfect) test accuracy in every precision, XLA or not."""
     x, y = synthetic_task(512, seed=0)
     x_test, y_test = synthetic_task(256, seed=1)
     with T.dtype_policy(policy):
-        model = tiny_classifier()
+        model = tiny_roformer_classifier()
     cls = O.extend_with_piecewise_linear_lr(O.extend_with_weight_decay(O.AdamW))
-    T.compile_model(model, cls(learning_rate=3e-3, lr_schedule={20: 1}), 
+    T.compile_model(model, cls(learning_rate=3e-3, lr_schedule={20: 1},
+                               exclude_from_weight_decay=["Norm", "bias"]),
                     "sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit)
-    model.fit(x, y, batch_size=32, epochs=8, verbose=0, callbacks=[T.NaNGuard()])
-    accuracy = model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
-    assert accuracy >= 0.97, (policy, jit, accuracy)
+    model.fit([x, np.zeros_like(x)], y, batch_size=32, epochs=6, verbose=0,
+              callbacks=[T.NaNGuard()])
+    result = model.evaluate([x_test, np.zeros_like(x_test)], y_test, verbose=0, return_dict=True)
+    assert result["accuracy"] >= 0.98, (policy, jit, result)
 
 
 # ---------------------------------------------------------------------------------------------
