@@ -13,14 +13,14 @@ The one documented way to train any model in mixed precision::
         optimizer=optimizers.AdamW(learning_rate=2e-5),    # any optimizer or extend_with_* class
         loss="sparse_categorical_crossentropy",            # losses are computed in float32
         metrics=["accuracy"],
-        jit_compile=True,                                  # XLA
+        # jit_compile defaults to XLA (off under a multi-replica tf.distribute strategy)
     )
     model.fit(dataset, callbacks=[training.NaNGuard()])
 
 ``compile_model`` wraps the optimizer in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss
 scaling) when some layer computes in float16, sets a constant ``loss_scale_factor`` when
 ``loss_scale`` is a number (float32 and bfloat16 included), warns when a model output is not
-float32, and compiles with ``jit_compile=True`` by default.  Nothing here changes global state
+float32, and compiles with XLA by default (not under multi-replica ``tf.distribute``).  Nothing here changes global state
 except inside the :func:`dtype_policy` context, which always restores the previous policy.
 """
 
@@ -114,16 +114,21 @@ def compile_model(
     loss=None,
     metrics=None,
     *,
-    jit_compile=True,
+    jit_compile=None,
     loss_scale="dynamic",
     **compile_kwargs,
 ):
     """``model.compile`` with mixed-precision-safe defaults (see the module docstring).
 
-    ``jit_compile=True`` asks for XLA even on CPU (Keras's ``"auto"`` turns it off there and
-    under ``tf.distribute``).  Extra keyword arguments go to ``model.compile``.  Returns the
-    model.
+    ``jit_compile=None`` (default) means XLA (``True``, even on CPU, where Keras's ``"auto"``
+    would turn it off) except when the optimizer was created under a ``tf.distribute`` strategy
+    with several replicas: there XLA cannot reach variables mirrored on other devices, so it is
+    off, as Keras's ``"auto"`` does.  Pass ``True``/``False`` to force.  Extra keyword arguments
+    go to ``model.compile``.  Returns the model.
     """
+    if jit_compile is None:
+        strategy = getattr(optimizer, "_distribution_strategy", None)
+        jit_compile = getattr(strategy, "num_replicas_in_sync", 1) <= 1
     for output in getattr(model, "outputs", None) or []:
         dtype = getattr(output, "dtype", None)
         if dtype in ("float16", "bfloat16"):

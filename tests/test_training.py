@@ -69,6 +69,7 @@ def test_compile_model_chooses_loss_scaling_by_precision():
         bf16 = tiny_classifier()
     T.compile_model(fp16, O.Tiger(), "sparse_categorical_crossentropy")
     assert isinstance(fp16.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert fp16.jit_compile is True  # XLA by default on a single device, CPU included
     T.compile_model(bf16, O.Tiger(), "sparse_categorical_crossentropy")
     assert isinstance(bf16.optimizer, O.Tiger) and bf16.optimizer.loss_scale_factor is None
     fp32 = tiny_classifier()
@@ -243,6 +244,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
     from bert4keras_ng import optimizers as O
+    from bert4keras_ng import training as T
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 6)).astype("float32")
@@ -267,7 +269,10 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
     def train(strategy, kind):
         with strategy.scope():
             model = build()
-            model.compile(optimizer=optimizer(kind), loss="mse")
+            # jit_compile=None: XLA on one replica, off under the multi-replica strategy
+            T.compile_model(model, optimizer(kind), "mse",
+                            jit_compile=None if strategy is mirrored else False)
+            assert model.jit_compile is False
         model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
         return model.get_weights()
 
