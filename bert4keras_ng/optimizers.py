@@ -41,6 +41,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4keras_ng import backend
+
 __all__ = [
     "Adam",
     "AdamW",
@@ -50,7 +52,6 @@ __all__ = [
     "AdaFactor",
     "Tiger",
     "PiecewiseLinear",
-    "piecewise_linear",
     "extend_with_weight_decay",
     "extend_with_layer_adaptation",
     "extend_with_piecewise_linear_lr",
@@ -127,19 +128,10 @@ def _normalize_schedule(schedule, argument="schedule"):
     return pairs
 
 
-def piecewise_linear(step, schedule):
-    """Evaluate a piecewise-linear ``{step: value}`` schedule at ``step`` (a tensor).
-
-    Linear between keys, constant after the last key, (0, 0) prepended when the first key is not
-    0.  Computed in float32 without branches (XLA friendly).
-    """
-    pairs = _normalize_schedule(schedule)
-    t = ops.cast(step, "float32")
-    value = ops.convert_to_tensor(pairs[0][1], dtype="float32")
-    for (t0, v0), (t1, v1) in zip(pairs[:-1], pairs[1:]):
-        fraction = ops.clip((t - float(t0)) / float(t1 - t0), 0.0, 1.0)
-        value = value + fraction * float(v1 - v0)
-    return value
+def _piecewise_linear(step, schedule):
+    """Validated ``schedule`` evaluated at ``step`` with :func:`bert4keras_ng.backend.piecewise_linear`
+    (float32, branch-free, XLA friendly)."""
+    return backend.piecewise_linear(step, dict(_normalize_schedule(schedule)))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -158,7 +150,7 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
         self.schedule = {int(k): float(v) for k, v in schedule.items()}
 
     def __call__(self, step):
-        return piecewise_linear(step, self.schedule)
+        return _piecewise_linear(step, self.schedule)
 
     def get_config(self):
         # String keys: configs go through JSON, whose object keys are strings.
@@ -359,7 +351,7 @@ class Tiger(_PathAwareMixin, keras.optimizers.Optimizer):
         m_new = beta_1 * _snapshot(m) + beta_2 * g
         self.assign(m, m_new)
 
-        alpha = ops.cast(learning_rate, "float32") * piecewise_linear(step, self.lr_schedule)
+        alpha = ops.cast(learning_rate, "float32") * _piecewise_linear(step, self.lr_schedule)
         alpha = ops.cast(alpha * is_update, dtype)
         if kind == "half":
             eta = 0.5 * alpha
