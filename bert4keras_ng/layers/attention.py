@@ -212,6 +212,9 @@ class MultiHeadAttention(_AttentionBase):
     def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
         # Shapes from the arguments instead of tracing call() in a scratch graph (model
         # construction cost); the argument checks of call() still run here.
+        if not self.built:  # head sizes are known from build(); trace call() instead
+            return super().compute_output_spec(inputs, mask=mask, a_bias=a_bias, p_bias=p_bias,
+                                               training=training)
         self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
         (q, k, _), _, _ = _parse_inputs(self, inputs, 3, a_bias, p_bias, "q, k, v")
         if p_bias == "typical_relative" and self.dv != self.dk:
