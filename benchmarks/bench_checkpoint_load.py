@@ -133,7 +133,7 @@ def measure(mode, config_path, prefix):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run(
         [sys.executable, "-c", CHILD, mode, config_path, prefix],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True, text=True, env=env, check=True, cwd=ROOT,  # this checkout's package
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
