@@ -1,23 +1,27 @@
-"""How much does building a model and loading a TF1 checkpoint cost compared with just reading it?
+"""How much do building a model and loading a TF1 checkpoint cost compared with just reading it?
 
 Writes a random BERT-base checkpoint (12 layers, 768 wide, vocab 21128, 512 positions, pooler,
 NSP and MLM heads; ~110M float32 values) to a temporary directory, then measures, each in a
-fresh Python process:
+fresh Python process (``--repeat`` times each; medians are reported, since the machine may be
+shared):
 
-  read   tf.train.load_checkpoint + get_tensor of every variable (the floor)
-  load   build_transformer_model(config) with all three heads, then
-         load_weights_from_checkpoint (timed separately)
+  read     tf.train.load_checkpoint + get_tensor of every variable (the floor)
+  two-step build_transformer_model(config) with all three heads (build), then
+           builder.load_weights_from_checkpoint(checkpoint) (load)
+  one-call build_transformer_model(config, checkpoint): what a script runs every time; the
+           loaded weights skip their random initialisation
 
-and prints wall time and peak resident memory (VmHWM), with the ratios load/read. Transient
-memory is the peak above the imports (read) or above the built model (load): loading reads and
-validates every tensor before assigning any, so it holds one checkpoint copy at its peak.
+and prints wall time and peak resident memory (VmHWM) with their ratios to the plain read.
+Transient memory is the peak above the imports (read), above the built model (two-step load)
+or above the imports (one-call).
 
-    KERAS_BACKEND=tensorflow python benchmarks/bench_checkpoint_load.py [--layers 12] [--repeat 1]
+    KERAS_BACKEND=tensorflow python benchmarks/bench_checkpoint_load.py [--layers 12] [--repeat 3]
 """
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +39,7 @@ def status(key):  # MB; VmHWM (peak) is reset by exec, unlike ru_maxrss
         for line in f:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024.0
+heads = dict(with_pool=True, with_nsp=True, with_mlm=True, return_keras_model=False)
 result = {"base_mb": status("VmRSS")}
 t0 = time.perf_counter()
 if mode == "read":
@@ -42,15 +47,18 @@ if mode == "read":
     arrays = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
     result["values"] = int(sum(a.size for a in arrays.values()))
     result["seconds"] = time.perf_counter() - t0
-else:
-    builder = build_transformer_model(config_path, None, with_pool=True, with_nsp=True,
-                                      with_mlm=True, return_keras_model=False)
+elif mode == "two-step":
+    builder = build_transformer_model(config_path, None, **heads)
     result["build_seconds"] = time.perf_counter() - t0
     result["built_mb"] = status("VmRSS")
-    result["built_peak_mb"] = status("VmHWM")
     t1 = time.perf_counter()
     builder.load_weights_from_checkpoint(prefix)
-    result["seconds"] = time.perf_counter() - t1
+    result["load_seconds"] = time.perf_counter() - t1
+    result["seconds"] = time.perf_counter() - t0
+    result["values"] = int(builder.model.count_params())
+else:
+    builder = build_transformer_model(config_path, prefix, **heads)
+    result["seconds"] = time.perf_counter() - t0
     result["values"] = int(builder.model.count_params())
 result["peak_mb"] = status("VmHWM")
 print(json.dumps(result))
@@ -125,33 +133,47 @@ def measure(mode, config_path, prefix):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run(
         [sys.executable, "-c", CHILD, mode, config_path, prefix],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True, text=True, env=env, check=True, cwd=ROOT,  # this checkout's package
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def medians(runs):
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per mode; the best time is kept")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per mode; medians are reported")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config_path, prefix, size = write_checkpoint(tmp, args.layers)
-        print("checkpoint: %d layers, %.0f MB of float32 in %s" % (args.layers, size, tmp))
-        read = min((measure("read", config_path, prefix) for _ in range(args.repeat)), key=lambda r: r["seconds"])
-        load = min((measure("load", config_path, prefix) for _ in range(args.repeat)), key=lambda r: r["seconds"])
-        read_extra = read["peak_mb"] - read["base_mb"]
-        load_extra = load["peak_mb"] - load["built_mb"]
-        print("plain read of all tensors : %6.2f s, peak RSS %6.0f MB, %6.0f MB above imports (%d values)"
-              % (read["seconds"], read["peak_mb"], read_extra, read["values"]))
-        print("build model (no weights)  : %6.2f s, RSS after build %6.0f MB (%d weights)"
-              % (load["build_seconds"], load["built_mb"], load["values"]))
-        print("load_weights_from_checkpoint: %5.2f s, peak RSS %6.0f MB, %6.0f MB above the built model"
-              % (load["seconds"], load["peak_mb"], load_extra))
-        print("ratio load/read time            : %.2f" % (load["seconds"] / read["seconds"]))
-        print("ratio (build+load)/read time    : %.2f" % ((load["seconds"] + load["build_seconds"]) / read["seconds"]))
-        print("ratio load/read transient memory: %.2f" % (load_extra / max(read_extra, 1.0)))
-        print("ratio load/read peak RSS        : %.2f" % (load["peak_mb"] / read["peak_mb"]))
+        print("checkpoint: %d layers, %.0f MB of float32; %d run(s) per mode, medians"
+              % (args.layers, size, args.repeat))
+        runs = {m: [] for m in ("read", "two-step", "one-call")}
+        for _ in range(args.repeat):  # interleaved, so that load changes hit every mode alike
+            for mode in runs:
+                runs[mode].append(measure(mode, config_path, prefix))
+        read, two, one = (medians(runs[m]) for m in ("read", "two-step", "one-call"))
+    t, mb = read["seconds"], read["peak_mb"]
+    read_extra = max(read["peak_mb"] - read["base_mb"], 1.0)
+    print("%-44s %7s %7s %9s %9s" % ("", "seconds", "x read", "peak MB", "x read"))
+    rows = [
+        ("plain read of all tensors", t, mb),
+        ("two-step: build (no checkpoint)", two["build_seconds"], two["built_mb"]),
+        ("two-step: load_weights_from_checkpoint", two["load_seconds"], two["peak_mb"]),
+        ("two-step: build + load", two["seconds"], two["peak_mb"]),
+        ("one call: build_transformer_model(cfg, ckpt)", one["seconds"], one["peak_mb"]),
+    ]
+    for label, seconds, peak in rows:
+        print("%-44s %7.2f %7.2f %9.0f %9.2f" % (label, seconds, seconds / t, peak, peak / mb))
+    print("transient memory above imports: read %.0f MB; two-step load %.0f MB above the built "
+          "model (x%.2f); one call %.0f MB (x%.2f)" % (
+              read_extra, two["peak_mb"] - two["built_mb"],
+              (two["peak_mb"] - two["built_mb"]) / read_extra,
+              one["peak_mb"] - one["base_mb"], (one["peak_mb"] - one["base_mb"]) / read_extra))
+
 
 if __name__ == "__main__":
     main()

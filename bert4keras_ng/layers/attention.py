@@ -209,6 +209,24 @@ class MultiHeadAttention(_AttentionBase):
         q_mask = mask[0] if isinstance(mask, (list, tuple)) else mask
         return [q_mask, None] if self.return_attention_scores else q_mask
 
+    def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+        # Shapes from the arguments instead of tracing call() in a scratch graph (model
+        # construction cost); the argument checks of call() still run here.
+        if not self.built:  # head sizes are known from build(); trace call() instead
+            return super().compute_output_spec(inputs, mask=mask, a_bias=a_bias, p_bias=p_bias,
+                                               training=training)
+        self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
+        (q, k, _), _, _ = _parse_inputs(self, inputs, 3, a_bias, p_bias, "q, k, v")
+        if p_bias == "typical_relative" and self.dv != self.dk:
+            raise ValueError("p_bias='typical_relative' needs head_size == key_size, got "
+                             f"{self.dv} and {self.dk}.")
+        dtype = self.compute_dtype
+        o = keras.KerasTensor(tuple(q.shape[:-1]) + (self.out_dim or self.heads * self.dv,),
+                              dtype=dtype)
+        if not self.return_attention_scores:
+            return o
+        return [o, keras.KerasTensor((q.shape[0], self.heads, q.shape[1], k.shape[1]), dtype=dtype)]
+
     def get_config(self):
         config = super().get_config()
         config.update(heads=self.heads, head_size=self.head_size, out_dim=self.out_dim,
@@ -292,6 +310,13 @@ class GatedAttentionUnit(_AttentionBase):
 
     def compute_mask(self, inputs, mask=None):
         return mask[0] if isinstance(mask, (list, tuple)) else mask
+
+    def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+        # Output = shape of the first input; avoids tracing call() at model construction.
+        self._check_call_args(a_bias, p_bias, GAU_POSITION_BIASES)
+        n_main, layout = (1, "x") if self.self_attention else (3, "q, k, v")
+        main, _, _ = _parse_inputs(self, inputs, n_main, a_bias, p_bias, layout)
+        return keras.KerasTensor(tuple(main[0].shape), dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -45,6 +45,9 @@ class FeedForward(keras.layers.Layer):
             x = x * dense(inputs)
         return self.o_dense(x)
 
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
     def get_config(self):
         config = super().get_config()
         activation = ([serialize_activation(a) for a in self.activation]

@@ -143,7 +143,8 @@ def build_transformer_model(
     configs["application"] = application
     builder = cls(**configs)
     builder.model_name = model_name
-    builder.build(**build_options)
-    if checkpoint_path is not None:
-        builder.load_weights_from_checkpoint(checkpoint_path)
+    if checkpoint_path is None:
+        builder.build(**build_options)
+    else:  # the loaded weights skip their random initialisation
+        builder.build_from_checkpoint(checkpoint_path, **build_options)
     return builder.model if return_keras_model else builder

@@ -511,22 +511,42 @@ class Transformer:
     def load_weights_from_checkpoint(self, checkpoint, mapping=None):
         """Load every mapped weight from a TF1 checkpoint (prefix, directory or dict).
 
-        All variables are read and checked first; nothing is assigned unless everything fits
-        (missing variables are skipped with a warning when ``ignore_invalid_weights``).
+        Every name and shape is checked first (from the checkpoint's shape map, without reading
+        values); nothing is assigned unless everything fits (missing or mismatched variables are
+        skipped with a warning when ``ignore_invalid_weights``). Tensors are then read and
+        assigned one at a time, so the extra memory is one tensor, not a checkpoint copy.
         """
         reader = checkpoints.open_checkpoint(checkpoint)
+        plan = self._checkpoint_plan(reader, mapping)
+        for weight, value in plan:
+            weight.assign(value())
+        return len(plan)
+
+    def _checkpoint_plan(self, reader, mapping=None):
+        """[(Keras variable, value thunk)] for every mapped weight, after checking them all.
+
+        Raises CheckpointMismatchError (or warns with ignore_invalid_weights) before anything
+        is read except the vocabulary tables that keep_tokens / compound_tokens transform.
+        """
         plan, missing, mismatched = [], [], []
+        select = self.keep_tokens is not None or bool(self.compound_tokens)
         for layer_name, weight, name, transposed, vocabulary in self.checkpoint_entries(mapping):
             if name not in reader:
                 missing.append((layer_name, name))
                 continue
-            value = reader.read(name)
-            if transposed:
-                value = value.T
-            if vocabulary and (self.keep_tokens is not None or self.compound_tokens):
-                value = checkpoints.select_vocabulary(value, self.keep_tokens, self.compound_tokens)
-            if tuple(value.shape) != tuple(weight.shape):
-                mismatched.append((layer_name, name, tuple(value.shape), tuple(weight.shape)))
+            want = tuple(weight.shape)
+            if vocabulary and select:  # the transform defines the shape: apply it now
+                array = reader.read(name)
+                array = array.T if transposed else array
+                array = checkpoints.select_vocabulary(array, self.keep_tokens, self.compound_tokens)
+                got = tuple(array.shape)
+                value = _ArrayThunk(array, weight.dtype)
+            else:
+                got = tuple(reader.shape(name))
+                got = got[::-1] if transposed else got
+                value = _ReadThunk(reader, name, transposed, weight.dtype)
+            if got != want:
+                mismatched.append((layer_name, name, got, want))
                 continue
             plan.append((weight, value))
         problems = []
@@ -537,17 +557,45 @@ class Transformer:
         if problems:
             if self.ignore_invalid_weights:
                 warnings.warn(
-                    "ignore_invalid_weights=True, skipping:\n" + "\n".join(problems), stacklevel=2
+                    "ignore_invalid_weights=True, skipping:\n" + "\n".join(problems), stacklevel=3
                 )
             else:
                 raise CheckpointMismatchError(
                     "\n".join(problems)
                     + "\nNothing was loaded. Pass ignore_invalid_weights=True to skip these variables."
                 )
-        for weight, value in plan:
-            weight.assign(np.asarray(value, dtype=weight.dtype))
-        return len(plan)
+        return plan
 
+    def build_from_checkpoint(self, checkpoint, mapping=None, **build_options):
+        """``build(**build_options)`` then ``load_weights_from_checkpoint(checkpoint, mapping)``,
+        without computing random initial values for the weights the checkpoint provides.
+
+        The layers keep their declared initializers (configs are unchanged); Keras' deferred
+        variable initialisation creates each loaded variable directly from its checkpoint value
+        and every other variable (heads or condition layers the checkpoint lacks, anything
+        skipped by ``ignore_invalid_weights``) from its own initializer. The checkpoint is
+        opened and every name and shape checked before any variable holds a value; on a
+        mismatch the error is the same as ``load_weights_from_checkpoint``'s. Returns the model.
+        """
+        reader = checkpoints.open_checkpoint(checkpoint)
+        if self.built or not _can_defer_initialization():
+            model = self.build(**build_options)
+            self.load_weights_from_checkpoint(reader, mapping)
+            return model
+        late = []
+        with keras.StatelessScope():  # variables created here get their values on exit
+            self.build(**build_options)
+            for weight, value in self._checkpoint_plan(reader, mapping):
+                # read everything before any variable is initialised: a truncated data file
+                # fails here, and the scope's exit then gives every variable its initializer
+                value = _ArrayThunk(value(), weight.dtype)
+                if getattr(weight, "_value", True) is None and hasattr(weight, "_initializer"):
+                    weight._initializer = _CheckpointInitializer(value, weight._initializer)
+                late.append((weight, value))
+        for weight, value in late:  # created before (user layers=) or not deferred after all
+            if not value.used:
+                weight.assign(value())
+        return self.model
     def _missing_message(self, reader, missing):
         present = reader.names()
         lines = [
@@ -594,6 +642,58 @@ class Transformer:
             value = keras.ops.convert_to_numpy(weight)
             arrays.setdefault(name, value.T if transposed else value)
         return checkpoints.save_variables(filename, arrays, dtype=dtype or "float32")
+
+
+class _ReadThunk:
+    """Reads one checkpoint tensor when called (transposed, in the variable's dtype)."""
+
+    def __init__(self, reader, name, transposed, dtype):
+        self.reader, self.name, self.transposed, self.dtype = reader, name, transposed, dtype
+        self.used = False
+
+    def __call__(self):
+        self.used = True
+        array = self.reader.read(self.name)
+        array = array.T if self.transposed else array
+        return np.ascontiguousarray(array, dtype=keras.backend.standardize_dtype(self.dtype))
+
+
+class _ArrayThunk:
+    """An array already read (and transformed), handed over once, then released."""
+
+    def __init__(self, array, dtype):
+        self.array, self.dtype = array, dtype
+        self.used = False
+
+    def __call__(self):
+        self.used = True
+        array, self.array = self.array, None
+        return np.ascontiguousarray(array, dtype=keras.backend.standardize_dtype(self.dtype))
+
+
+class _CheckpointInitializer:
+    """Stands in for a deferred variable's initializer: returns its checkpoint value once (the
+    value is then released); any later request goes to the declared initializer."""
+
+    def __init__(self, value, declared):
+        self.value, self.declared = value, declared
+
+    def __call__(self, shape, dtype=None):
+        if self.value.used:
+            return self.declared(shape, dtype=dtype)
+        return self.value()
+
+
+def _can_defer_initialization():
+    """Whether Keras' deferred variable initialisation can be used here: keras.StatelessScope
+    exists and no stateless scope is active already (whose exit would not initialise)."""
+    if not hasattr(keras, "StatelessScope"):
+        return False
+    try:
+        from keras.src.backend.common.stateless_scope import in_stateless_scope
+    except ImportError:  # pragma: no cover - Keras internals moved
+        return False
+    return not in_stateless_scope()
 
 
 def _fill(template, index, scope):

@@ -1,0 +1,198 @@
+"""Building with a checkpoint skips the random initialisation of the loaded weights: the result
+must be the same model as build-then-load, weights the checkpoint lacks must still come from
+their declared initializers, and layer configs must not change. Also: the layers that report
+their output shape without tracing call() agree with what call() returns."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from bert4keras_ng import checkpoints
+from bert4keras_ng.layers import FeedForward, GatedAttentionUnit, MultiHeadAttention
+from bert4keras_ng.models import CheckpointMismatchError, build_transformer_model
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "models")
+
+
+def ckpt(family):
+    return os.path.join(FIXTURES, family, "bert_model.ckpt")
+
+
+def config(family):
+    return os.path.join(FIXTURES, family, "bert_config.json")
+
+
+def model_arrays(model):
+    """{variable path: value} of the model's weights (seed-generator states excluded)."""
+    return {
+        w.path: keras.ops.convert_to_numpy(w)
+        for w in model.weights
+        if "seed_generator" not in w.path
+    }
+
+
+def in_stateless_scope():
+    from keras.src.backend.common.stateless_scope import in_stateless_scope as check
+
+    return check()
+
+
+@pytest.mark.parametrize(
+    "family, kwargs",
+    [
+        ("bert", dict(with_pool=True, with_nsp=True, with_mlm=True)),
+        ("nezha", dict(with_mlm=True)),  # non-trainable relative table, not in the checkpoint
+        ("roformer_v2", {}),  # DepthScaledTruncatedNormal initializer
+        ("gau_alpha", {}),
+    ],
+)
+def test_one_call_build_equals_build_then_load(family, kwargs):
+    one = build_transformer_model(config(family), ckpt(family), model=family, **kwargs)
+    two = build_transformer_model(config(family), model=family, return_keras_model=False, **kwargs)
+    assert two.load_weights_from_checkpoint(ckpt(family)) > 0
+    a, b = model_arrays(one), model_arrays(two.model)
+    assert sorted(a) == sorted(b)
+    for path in a:
+        np.testing.assert_array_equal(a[path], b[path], err_msg=path)
+    ids = np.array([[2, 5, 7, 9, 0, 0], [3, 4, 1, 8, 6, 2]], dtype="int32")
+    inputs = [ids, np.zeros_like(ids)]
+    for x, y in zip(keras.tree.flatten(one.predict(inputs, verbose=0)),
+                    keras.tree.flatten(two.model.predict(inputs, verbose=0))):
+        np.testing.assert_array_equal(x, y)
+    assert not in_stateless_scope()
+
+
+def test_weights_the_checkpoint_lacks_get_their_declared_initializers():
+    arrays = checkpoints.load_variables(ckpt("bert"))
+    arrays = {k: v for k, v in arrays.items() if "pooler" not in k}  # no pooler in this one
+    cond = keras.Input((16,), name="Condition")
+    with pytest.warns(UserWarning, match="bert/pooler/dense/kernel"):
+        builder = build_transformer_model(
+            config("bert"), arrays, with_pool=True, ignore_invalid_weights=True,
+            layer_norm_cond=cond, layer_norm_cond_hidden_size=512,
+            additional_input_layers=cond, return_keras_model=False,
+        )
+    layers = builder.layers
+    # loaded from the checkpoint, bit for bit
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layers["Embedding-Token"].embeddings),
+        arrays["bert/embeddings/word_embeddings"],
+    )
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layers["Transformer-0-FeedForward-Norm"].gamma),
+        arrays["bert/encoder/layer_0/output/LayerNorm/gamma"],
+    )
+    # not in the checkpoint: TruncatedNormal(stddev=0.02) draws (truncated at 2 sigma, whose
+    # standard deviation is 0.02 * 0.8796) and zeros for the bias
+    samples = [
+        keras.ops.convert_to_numpy(layers["Pooler-Dense"].kernel),  # (32, 32)
+        keras.ops.convert_to_numpy(layers["Embedding-Norm"].hidden_dense.kernel),  # (16, 512)
+    ]
+    for values in samples:
+        assert np.abs(values).max() <= 0.04 + 1e-6
+        assert 0.0150 < values.std() < 0.0202, values.std()
+        assert abs(values.mean()) < 0.002
+    assert not np.any(keras.ops.convert_to_numpy(layers["Pooler-Dense"].bias))
+    # and the configs say what was used
+    for layer, key in (("Pooler-Dense", "kernel_initializer"), ("Embedding-Token", "embeddings_initializer"),
+                       ("Embedding-Norm", "hidden_initializer")):
+        init = layers[layer].get_config()[key]
+        assert init["class_name"] == "TruncatedNormal" and init["config"]["stddev"] == 0.02, init
+
+
+def test_one_call_mismatch_raises_and_leaves_keras_usable():
+    with pytest.raises(CheckpointMismatchError, match="Nothing was loaded"):
+        build_transformer_model(config("bert"), ckpt("bert"), vocab_size=61)
+    assert not in_stateless_scope()
+    model = build_transformer_model(config("bert"), ckpt("bert"))
+    words = checkpoints.load_variables(ckpt("bert"), ["bert/embeddings/word_embeddings"])
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.get_layer("Embedding-Token").embeddings),
+        words["bert/embeddings/word_embeddings"],
+    )
+
+
+def test_one_call_model_saves_and_reloads(tmp_path):
+    model = build_transformer_model(config("bert"), ckpt("bert"), with_pool=True, with_mlm=True)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    again = keras.models.load_model(path)
+    ids = np.array([[2, 5, 7, 9, 0]], dtype="int32")
+    for x, y in zip(model.predict([ids, ids * 0], verbose=0), again.predict([ids, ids * 0], verbose=0)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_already_built_layers_passed_in_are_loaded_too():
+    shared = {}
+    build_transformer_model(config("bert"), layers=shared)  # creates and builds every layer
+    builder = build_transformer_model(config("bert"), ckpt("bert"), layers=shared,
+                                      return_keras_model=False)
+    words = checkpoints.load_variables(ckpt("bert"), ["bert/embeddings/word_embeddings"])
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(builder.layers["Embedding-Token"].embeddings),
+        words["bert/embeddings/word_embeddings"],
+    )
+
+
+# ---- symbolic output specs (no tracing) agree with call() -----------------------------------
+
+
+def _symbolic_and_eager(layer, shapes, arrays, **kwargs):
+    symbolic = layer([keras.Input(s[1:], batch_size=s[0]) for s in shapes], **kwargs)
+    eager = layer(arrays, **kwargs)
+    return keras.tree.flatten(symbolic), keras.tree.flatten(eager)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+@pytest.mark.parametrize(
+    "options, call",
+    [
+        (dict(heads=2, head_size=3, out_dim=5), {}),
+        (dict(heads=2, key_size=4, return_attention_scores=True), {}),
+        (dict(heads=2, head_size=4), dict(p_bias="rotary")),
+        (dict(heads=2, head_size=4), dict(p_bias="typical_relative")),
+    ],
+)
+def test_attention_output_spec_matches_call(dtype, options, call):
+    rng = np.random.default_rng(0)
+    b, n, d = 2, 5, 8
+    shapes = [(b, n, d)] * 3
+    if call.get("p_bias") == "rotary":
+        shapes.append((1, n, options.get("key_size") or options["head_size"]))
+    if call.get("p_bias") == "typical_relative":
+        shapes.append((n, n, options["head_size"]))
+    arrays = [rng.standard_normal(s).astype("float32") for s in shapes]
+    layer = MultiHeadAttention(dtype=dtype, **options)
+    symbolic, eager = _symbolic_and_eager(layer, shapes, arrays, **call)
+    assert [tuple(s.shape) for s in symbolic] == [tuple(e.shape) for e in eager]
+    assert [s.dtype for s in symbolic] == [keras.backend.standardize_dtype(e.dtype) for e in eager]
+
+
+def test_attention_argument_errors_still_raise_at_model_construction():
+    x = keras.Input((5, 8))
+    with pytest.raises(ValueError, match="expects inputs"):
+        MultiHeadAttention(heads=2)([x, x, x], a_bias=True)
+    with pytest.raises(ValueError, match="p_bias"):
+        MultiHeadAttention(heads=2)([x, x, x], p_bias="absolute")
+    with pytest.raises(ValueError, match="head_size == key_size"):
+        MultiHeadAttention(heads=2, key_size=2)([x, x, x, keras.Input((5, 4), batch_size=5)],
+                                                p_bias="typical_relative")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+def test_gau_and_feedforward_output_specs_match_call(dtype):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 5, 8)).astype("float32")
+    gau = GatedAttentionUnit(units=6, key_size=4, dtype=dtype)
+    symbolic, eager = _symbolic_and_eager(gau, [(2, 5, 8)], [x])
+    assert tuple(symbolic[0].shape) == tuple(eager[0].shape) == (2, 5, 8)
+    assert symbolic[0].dtype == keras.backend.standardize_dtype(eager[0].dtype)
+    for activation in ("gelu", ["gelu", "linear"]):
+        ffn = FeedForward(units=12, activation=activation, dtype=dtype)
+        s = ffn(keras.Input((5, 8), batch_size=2))
+        e = ffn(x)
+        assert tuple(s.shape) == tuple(e.shape) and s.dtype == keras.backend.standardize_dtype(e.dtype)
+    with pytest.raises(ValueError, match="expects inputs"):
+        GatedAttentionUnit(units=6, key_size=4)([keras.Input((5, 8))] * 2)
