@@ -1,0 +1,239 @@
+"""keras.ops helpers shared by every layer: masking, attention normalisation, positions, activations.
+
+Each numerical convention (RoPE layout, GELU flavour, softmax_plus clamp, mask semantics) lives
+here once. Float statistics run in float32; constants take the dtype of the tensor they meet, never
+the global float type. Masks are booleans (True = keep).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+ATTENTION_NORMALIZATIONS = ("softmax", "squared_relu", "softmax_plus", "l2_softmax")
+ROPE_LAYOUTS = ("interleaved", "rotate_half")
+
+
+def _check_choice(argument, value, allowed):
+    """Raise a ValueError naming the argument and its allowed values when `value` is not one."""
+    if value not in allowed:
+        raise ValueError(
+            f"Unknown {argument}={value!r}; allowed values: {', '.join(map(repr, allowed))}."
+        )
+
+
+def sequence_masking(x, mask, value=None, axis=1):
+    """Replace entries of `x` at masked sequence positions by `value` (None means -inf).
+
+    `mask` is (b, n) (boolean, or 0/1) aligned with axes 0 and `axis` of `x`; None returns `x`.
+    """
+    if mask is None:
+        return x
+    ndim = len(x.shape)
+    axis = axis % ndim
+    mask = ops.cast(mask, "bool")
+    for i in range(1, ndim):
+        if i != axis:
+            mask = ops.expand_dims(mask, i)
+    fill = -np.inf if value is None else value
+    return ops.where(mask, x, ops.cast(fill, x.dtype))
+
+
+def _valid_counts(mask, logits, axis):
+    """Number l of valid keys per row (float32), the key length when there is no mask."""
+    if mask is None:
+        return ops.cast(ops.shape(logits)[axis], "float32")
+    mask = ops.broadcast_to(mask, ops.shape(logits))
+    return ops.sum(ops.cast(mask, "float32"), axis=axis, keepdims=True)
+
+
+def attention_normalize(logits, mask=None, axis=-1, method="softmax", softmax_plus_clamp=16):
+    """Turn attention logits into weights with a boolean key mask; float32 inside, no NaN rows.
+
+    methods: 'softmax'; 'squared_relu' relu(a)^2 / l; 'softmax_plus' softmax(a·log(max(l, c))/log 512)
+    with the factor applied to unmasked logits only; 'l2_softmax' e^a / sqrt(sum e^2a).
+    l counts valid keys in the row; a row without any valid key gives zeros.
+    """
+    _check_choice("normalization", method, ATTENTION_NORMALIZATIONS)
+    out_dtype = logits.dtype
+    a = ops.cast(logits, "float32")
+    if mask is not None:
+        mask = ops.broadcast_to(ops.cast(mask, "bool"), ops.shape(a))
+    if method == "squared_relu":
+        l = ops.maximum(_valid_counts(mask, a, axis), 1.0)
+        probs = ops.square(ops.relu(a)) / l
+        if mask is not None:
+            probs = ops.where(mask, probs, 0.0)
+        return ops.cast(probs, out_dtype)
+    if method == "softmax_plus":
+        l = ops.maximum(_valid_counts(mask, a, axis), float(softmax_plus_clamp))
+        a = a * (ops.log(l) / math.log(512))
+    if mask is not None:
+        row_valid = ops.any(mask, axis=axis, keepdims=True)
+        a = ops.where(mask, a, -np.inf)
+        a = ops.where(row_valid, a, 0.0)
+    if method == "l2_softmax":
+        a = a - ops.max(a, axis=axis, keepdims=True)
+        probs = ops.exp(a) / ops.sqrt(ops.sum(ops.exp(2.0 * a), axis=axis, keepdims=True))
+    else:
+        probs = ops.softmax(a, axis=axis)
+    if mask is not None:
+        probs = ops.where(mask, probs, 0.0)
+    return ops.cast(probs, out_dtype)
+
+
+def sinusoidal_embeddings(positions, dim, base=10000):
+    """Interleaved sinusoid [sin pθ0, cos pθ0, sin pθ1, ...] of float `positions`, in float32.
+
+    θ_i = base^(-2i/dim); output shape positions.shape + (dim,).
+    """
+    if dim % 2:
+        raise ValueError(f"dim must be even for sinusoidal embeddings, got dim={dim}.")
+    positions = ops.cast(positions, "float32")
+    indices = ops.arange(0, dim // 2, dtype="float32")
+    theta = ops.power(ops.cast(base, "float32"), -2.0 * indices / dim)
+    angles = ops.repeat(ops.expand_dims(positions, -1) * theta, 2, axis=-1)
+    even = ops.arange(dim) % 2 == 0
+    return ops.where(even, ops.sin(angles), ops.cos(angles))
+
+
+def _align_table(table, ndim):
+    """Broadcast a (n, d) or (b, n, d) table against (b, n, ..., d) tensors."""
+    if len(table.shape) == 2:
+        table = ops.expand_dims(table, 0)
+    while len(table.shape) < ndim:
+        table = ops.expand_dims(table, -2)
+    return table
+
+
+def rotate_pairs(x):
+    """Map interleaved pairs (x0, x1, x2, x3, ...) to (-x1, x0, -x3, x2, ...)."""
+    dim = x.shape[-1]
+    swap = np.arange(dim) ^ 1
+    sign = np.where(np.arange(dim) % 2 == 0, -1.0, 1.0)
+    return ops.take(x, swap, axis=-1) * ops.cast(sign, x.dtype)
+
+
+def apply_rotary_position_embeddings(sinusoidal, *tensors, layout="interleaved"):
+    """Rotate q/k-like tensors (b, n, ..., d) by the sinusoid table (n, d) / (b or 1, n, d).
+
+    'interleaved' rotates pairs (x_2i, x_2i+1) as bert4keras/RoFormer do; 'rotate_half' pairs
+    x_i with x_{i+d/2} (GPT-NeoX/LLaMA), equal after per-head even-then-odd column permutation.
+    Returns one tensor for one input, else a list.
+    """
+    _check_choice("layout", layout, ROPE_LAYOUTS)
+    if not tensors:
+        raise ValueError("apply_rotary_position_embeddings needs at least one tensor.")
+    outputs = []
+    for x in tensors:
+        table = ops.cast(_align_table(sinusoidal, len(x.shape)), x.dtype)
+        sin, cos = table[..., ::2], table[..., 1::2]
+        if layout == "interleaved":
+            cos2, sin2 = ops.repeat(cos, 2, axis=-1), ops.repeat(sin, 2, axis=-1)
+            outputs.append(x * cos2 + rotate_pairs(x) * sin2)
+        else:
+            half = x.shape[-1] // 2
+            x1, x2 = x[..., :half], x[..., half:]
+            outputs.append(ops.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1))
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+@keras.saving.register_keras_serializable(package="bert4keras_ng")
+def gelu_erf(x):
+    """Exact GELU 0.5·x·(1 + erf(x/√2)), bert4keras' meaning of 'gelu'."""
+    return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
+
+
+@keras.saving.register_keras_serializable(package="bert4keras_ng")
+def gelu_tanh(x):
+    """Tanh-approximated GELU 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) (Google BERT, GPT-2)."""
+    inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
+    return 0.5 * x * (1.0 + ops.tanh(inner))
+
+
+_ACTIVATIONS = {"gelu": gelu_erf, "gelu_erf": gelu_erf, "gelu_tanh": gelu_tanh}
+
+
+def get_activation(identifier):
+    """Resolve an activation: 'gelu' is the erf form, 'gelu_tanh' the approximation, else Keras'."""
+    if identifier is None:
+        return keras.activations.linear
+    if isinstance(identifier, str) and identifier.lower() in _ACTIVATIONS:
+        return _ACTIVATIONS[identifier.lower()]
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    return keras.activations.get(identifier)
+
+
+def serialize_activation(identifier):
+    """Config form of an activation: strings stay strings, callables become Keras configs."""
+    if identifier is None or isinstance(identifier, (str, dict)):
+        return identifier
+    return keras.saving.serialize_keras_object(identifier)
+
+
+def piecewise_linear(t, schedule, from_zero=True):
+    """Piecewise linear function of step `t` through {step: value} knots, constant after the last.
+
+    A first knot other than 0 gets (0, 0) prepended when `from_zero`; computed in float32.
+    """
+    knots = sorted((float(k), float(v)) for k, v in schedule.items())
+    if from_zero and knots[0][0] != 0:
+        knots = [(0.0, 0.0)] + knots
+    t = ops.cast(t, "float32")
+    value = ops.zeros_like(t) + knots[0][1]
+    for i, (t0, v0) in enumerate(knots):
+        if i + 1 < len(knots):
+            t1, v1 = knots[i + 1]
+            segment = v0 + (v1 - v0) / (t1 - t0) * (t - t0)
+        else:
+            segment = ops.zeros_like(t) + v0
+        value = ops.where(t >= t0, segment, value)
+    return value
+
+
+def lm_mask(n):
+    """Causal boolean mask (n, n): query i sees keys j <= i."""
+    idx = ops.arange(n, dtype="int32")
+    return ops.expand_dims(idx, 0) <= ops.expand_dims(idx, 1)
+
+
+def unilm_mask(segment_ids):
+    """UniLM boolean mask (b, n, n) from segment ids: key j visible to query i iff c_j <= c_i.
+
+    c = cumsum(segment ids); all-zero segments give full bidirectional attention.
+    """
+    counts = ops.cumsum(ops.cast(segment_ids, "int32"), axis=1)
+    return ops.expand_dims(counts, 1) <= ops.expand_dims(counts, 2)
+
+
+def relative_distances(n_q, n_k):
+    """Matrix (n_q, n_k) of key minus query positions j - i (int32)."""
+    q = ops.arange(n_q, dtype="int32")
+    k = ops.arange(n_k, dtype="int32")
+    return ops.expand_dims(k, 0) - ops.expand_dims(q, 1)
+
+
+def relative_position_ids(n_q, n_k, max_distance=64):
+    """NEZHA-style ids clip(j - i, -m, m) + m in [0, 2m] (int32)."""
+    return ops.clip(relative_distances(n_q, n_k), -max_distance, max_distance) + max_distance
+
+
+def t5_relative_position_buckets(n_q, n_k, num_buckets=32, max_distance=128, bidirectional=True):
+    """T5 bucket ids (n_q, n_k) of query-minus-key distance, as in the Mesh-TF code (float32 log)."""
+    n = -relative_distances(n_q, n_k)
+    offset = 0
+    if bidirectional:
+        num_buckets //= 2
+        offset = ops.cast(n < 0, "int32") * num_buckets
+        n = ops.abs(n)
+    else:
+        n = ops.maximum(n, 0)
+    max_exact = num_buckets // 2
+    ratio = ops.cast(ops.maximum(n, 1), "float32") / max_exact
+    large = max_exact + ops.cast(
+        ops.log(ratio) / math.log(max_distance / max_exact) * (num_buckets - max_exact), "int32"
+    )
+    large = ops.minimum(large, num_buckets - 1)
+    return offset + ops.where(n < max_exact, n, large)

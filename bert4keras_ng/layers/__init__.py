@@ -1,0 +1,1 @@
+from bert4keras_ng.layers.heads import ConditionalRandomField, EfficientGlobalPointer, GlobalPointer
