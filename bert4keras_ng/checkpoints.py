@@ -1,0 +1,247 @@
+"""Reading and writing TF1 name-based checkpoints (the format of every released BERT-family zip).
+
+A checkpoint is addressed by its *prefix* (``.../bert_model.ckpt``); this module also accepts the
+directory holding one, the name of its ``.index`` / ``.data-*`` file, or a plain ``{name: array}``
+dict. Reading needs no graph (``tf.train.load_checkpoint``); writing uses the raw ``SaveV2`` op, so
+no Session, no ``.meta`` file and no object-graph keys are involved.
+
+The vocabulary transform shared by the model loaders lives here too:
+:func:`select_vocabulary` applies ``keep_tokens`` (row selection) then ``compound_tokens``
+(appended rows, each a plain or weighted mean of kept rows).
+"""
+
+import difflib
+import glob
+import os
+
+import numpy as np
+
+__all__ = [
+    "CheckpointReader",
+    "open_checkpoint",
+    "resolve_checkpoint_prefix",
+    "list_variables",
+    "load_variables",
+    "save_variables",
+    "select_vocabulary",
+    "closest_names",
+]
+
+
+def _tf():
+    import tensorflow as tf  # imported lazily: only checkpoint IO needs TensorFlow
+
+    return tf
+
+
+def resolve_checkpoint_prefix(path):
+    """Return the checkpoint prefix for ``path``.
+
+    ``path`` may be the prefix itself, a ``.index`` or ``.data-xxxxx-of-xxxxx`` file, or a
+    directory holding exactly one checkpoint (or a ``checkpoint`` state file naming one).
+    Raises ``FileNotFoundError`` naming the path when nothing is there.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        tf = _tf()
+        latest = tf.train.latest_checkpoint(path)
+        if latest is not None and os.path.exists(latest + ".index"):
+            return latest
+        indexes = sorted(glob.glob(os.path.join(path, "*.index")))
+        if len(indexes) == 1:
+            return indexes[0][: -len(".index")]
+        if not indexes:
+            raise FileNotFoundError(
+                "No TF1 checkpoint in directory %r: expected a '<prefix>.index' file such as "
+                "'bert_model.ckpt.index'." % path
+            )
+        raise FileNotFoundError(
+            "Directory %r holds several checkpoints (%s); pass the prefix of the one to load, "
+            "e.g. %r." % (path, ", ".join(os.path.basename(i) for i in indexes),
+                          indexes[0][: -len(".index")])
+        )
+    base = path
+    if base.endswith(".index"):
+        base = base[: -len(".index")]
+    elif ".data-" in os.path.basename(base):
+        base = base[: base.rindex(".data-")]
+    if os.path.exists(base + ".index"):
+        return base
+    hint = ""
+    parent = os.path.dirname(base) or "."
+    if os.path.isdir(parent):
+        found = sorted(i[: -len(".index")] for i in glob.glob(os.path.join(parent, "*.index")))
+        if found:
+            hint = " Checkpoints found in %r: %s." % (parent, ", ".join(map(os.path.basename, found)))
+    raise FileNotFoundError(
+        "Checkpoint not found: %r (looked for %r).%s Pass the checkpoint prefix, e.g. "
+        "'.../bert_model.ckpt', not the .index or .data file." % (path, base + ".index", hint)
+    )
+
+
+class CheckpointReader:
+    """Uniform read access to a TF1 checkpoint or to a ``{name: array}`` dict."""
+
+    def __init__(self, source):
+        if isinstance(source, CheckpointReader):
+            self._dict, self._reader, self.prefix = source._dict, source._reader, source.prefix
+            self._shapes = source._shapes
+            return
+        if isinstance(source, dict):
+            self._dict = {str(k): np.asarray(v) for k, v in source.items()}
+            self._reader = None
+            self.prefix = None
+            self._shapes = {k: tuple(v.shape) for k, v in self._dict.items()}
+        else:
+            self.prefix = resolve_checkpoint_prefix(source)
+            self._dict = None
+            self._reader = _tf().train.load_checkpoint(self.prefix)
+            self._shapes = {
+                k: tuple(int(d) for d in v)
+                for k, v in self._reader.get_variable_to_shape_map().items()
+            }
+
+    def names(self):
+        """Sorted variable names held by the checkpoint."""
+        return sorted(self._shapes)
+
+    def __contains__(self, name):
+        return name in self._shapes
+
+    def __len__(self):
+        return len(self._shapes)
+
+    def shape(self, name):
+        return self._shapes[name]
+
+    def read(self, name):
+        """The stored array for ``name`` (KeyError with close-name suggestions if absent)."""
+        if name not in self._shapes:
+            raise KeyError(
+                "Variable %r not found in the checkpoint.%s" % (name, _suggest(name, self.names()))
+            )
+        if self._dict is not None:
+            return np.asarray(self._dict[name])
+        return np.asarray(self._reader.get_tensor(name))
+
+    def describe(self):
+        return "checkpoint %r" % self.prefix if self.prefix else "checkpoint dict"
+
+
+def open_checkpoint(source):
+    """A :class:`CheckpointReader` for a prefix, directory, file name or dict."""
+    return CheckpointReader(source)
+
+
+def list_variables(source):
+    """``[(name, shape), ...]`` sorted by name, like ``tf.train.list_variables``."""
+    reader = CheckpointReader(source)
+    return [(n, reader.shape(n)) for n in reader.names()]
+
+
+def load_variables(source, names=None):
+    """Read ``names`` (default: all variables) into a ``{name: ndarray}`` dict."""
+    reader = CheckpointReader(source)
+    names = reader.names() if names is None else list(names)
+    return {n: reader.read(n) for n in names}
+
+
+def save_variables(prefix, variables, dtype="float32"):
+    """Write ``{tf1_name: array}`` as a TF1 name-based checkpoint at ``prefix``.
+
+    Files written: ``prefix.index``, ``prefix.data-00000-of-00001`` and a ``checkpoint`` state
+    file in the same directory (so the directory alone can be passed to readers). Floating
+    arrays are cast to ``dtype`` (float32 by default, what every release uses; ``None`` keeps
+    them as they are); integer arrays are kept. Returns the prefix.
+    """
+    tf = _tf()
+    prefix = os.fspath(prefix)
+    directory = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(directory, exist_ok=True)
+    names = sorted(variables)
+    if not names:
+        raise ValueError("save_variables: nothing to write (variables is empty).")
+    tensors = []
+    for name in names:
+        if not isinstance(name, str) or not name or name.endswith(":0"):
+            raise ValueError(
+                "save_variables: invalid TF1 variable name %r (use names like "
+                "'bert/embeddings/word_embeddings', without ':0')." % (name,)
+            )
+        value = np.asarray(variables[name])
+        if dtype is not None and np.issubdtype(value.dtype, np.floating):
+            value = value.astype(dtype)
+        tensors.append(tf.constant(value))
+    tf.raw_ops.SaveV2(
+        prefix=prefix,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=tensors,
+    )
+    with open(os.path.join(directory, "checkpoint"), "w", encoding="utf-8") as f:
+        rel = os.path.relpath(os.path.abspath(prefix), directory)
+        f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (rel, rel))
+    return prefix
+
+
+def select_vocabulary(array, keep_tokens=None, compound_tokens=None, axis=0):
+    """Apply keep_tokens then compound_tokens along the vocabulary ``axis`` of ``array``.
+
+    - ``keep_tokens``: original ids to keep, in the order of the new vocabulary.
+    - ``compound_tokens``: extra rows appended after the kept ones; each item is a list of ids
+      (plain mean of those rows) or a pair ``(ids, weights)`` (weighted mean). The ids index
+      the vocabulary *after* keep_tokens.
+    Works for 2-D embedding tables and for 1-D output biases. Computed in float64, returned in
+    the input's floating dtype (float32 for integer input).
+    """
+    array = np.asarray(array)
+    out_dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.float32
+    x = np.moveaxis(array.astype(np.float64), axis, 0)
+    if keep_tokens is not None:
+        keep = np.asarray(list(keep_tokens), dtype=np.int64)
+        if keep.ndim != 1:
+            raise ValueError("keep_tokens must be a flat list of token ids, got shape %s." % (keep.shape,))
+        bad = keep[(keep < 0) | (keep >= x.shape[0])]
+        if bad.size:
+            raise ValueError(
+                "keep_tokens holds ids outside the checkpoint vocabulary of %d rows: %s"
+                % (x.shape[0], bad[:10].tolist())
+            )
+        x = x[keep]
+    if compound_tokens:
+        rows = []
+        for n, item in enumerate(compound_tokens):
+            if (
+                isinstance(item, (tuple, list))
+                and len(item) == 2
+                and isinstance(item[0], (list, tuple, np.ndarray))
+            ):
+                ids, weights = item
+            else:
+                ids, weights = item, None
+            ids = np.asarray(list(ids), dtype=np.int64)
+            if ids.size == 0:
+                raise ValueError("compound_tokens[%d] is empty." % n)
+            if ids.min() < 0 or ids.max() >= x.shape[0]:
+                raise ValueError(
+                    "compound_tokens[%d] refers to ids outside the (kept) vocabulary of %d rows: %s"
+                    % (n, x.shape[0], ids.tolist())
+                )
+            w = np.ones(len(ids)) if weights is None else np.asarray(weights, dtype=np.float64)
+            if w.shape != ids.shape:
+                raise ValueError(
+                    "compound_tokens[%d]: %d ids but %d weights." % (n, len(ids), w.size)
+                )
+            rows.append(np.tensordot(w / w.sum(), x[ids], axes=1))
+        x = np.concatenate([x, np.stack(rows, 0)], 0)
+    return np.moveaxis(x, 0, axis).astype(out_dtype)
+
+
+def closest_names(name, candidates, n=3):
+    """Up to ``n`` names from ``candidates`` closest to ``name`` (difflib ratio)."""
+    return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+
+
+def _suggest(name, candidates):
+    close = closest_names(name, candidates)
+    return (" Closest names present: %s." % ", ".join(close)) if close else ""
