@@ -1,0 +1,524 @@
+"""Optimisers and wrappers against NumPy re-implementations of their update rules.
+
+Each test drives an optimizer for several steps with a fixed sequence of random gradients and
+compares every variable with an independent NumPy implementation of the rule (algorithms.md §19,
+Keras 3's documented Adam/AdamW/EMA/accumulation semantics).  Tolerance: rtol 1e-5, atol 1e-6
+(float32 arithmetic against float64 references).
+"""
+
+import json
+import re
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from bert4keras_ng import optimizers as O
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures: variables with bert4keras-style paths
+# ---------------------------------------------------------------------------------------------
+
+
+def make_variables(seed=0):
+    """Variables whose paths look like a bert4keras model's, with random values."""
+    rng = np.random.default_rng(seed)
+    emb = keras.layers.Embedding(6, 4, name="Embedding-Token")
+    emb.build((None,))
+    dense = keras.layers.Dense(3, name="Transformer-0-FeedForward")
+    dense.build((None, 4))
+    norm = keras.layers.LayerNormalization(name="Transformer-0-FeedForward-Norm")
+    norm.build((None, 3))
+    variables = emb.trainable_variables + dense.trainable_variables + norm.trainable_variables
+    for v in variables:
+        value = rng.normal(size=v.shape).astype("float32")
+        if v.path.endswith("gamma"):
+            value = 1.0 + 0.1 * value
+        v.assign(value)
+    return variables
+
+
+def random_grads(variables, steps, seed=1, zero_rows=None):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        grads = []
+        for v in variables:
+            g = rng.normal(size=v.shape).astype("float32")
+            if zero_rows is not None and v.path.endswith("embeddings"):
+                g[zero_rows] = 0.0
+            grads.append(g)
+        out.append(grads)
+    return out
+
+
+def run(optimizer, variables, grads_seq):
+    for grads in grads_seq:
+        optimizer.apply([keras.ops.convert_to_tensor(g) for g in grads], variables)
+    return [v.numpy().astype("float64") for v in variables]
+
+
+def values(variables):
+    return [v.numpy().astype("float64") for v in variables]
+
+
+def assert_all_close(actual, expected):
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL)
+
+
+PATHS = [
+    "Embedding-Token/embeddings",
+    "Transformer-0-FeedForward/kernel",
+    "Transformer-0-FeedForward/bias",
+    "Transformer-0-FeedForward-Norm/gamma",
+    "Transformer-0-FeedForward-Norm/beta",
+]
+
+
+def test_variable_paths_are_what_the_tests_assume():
+    assert [v.path for v in make_variables()] == PATHS
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy references
+# ---------------------------------------------------------------------------------------------
+
+
+class NumpyAdam:
+    """Keras 3 Adam: m, v EMAs; lr_t = lr sqrt(1 - b2^t) / (1 - b1^t); eps added to sqrt(v)."""
+
+    def __init__(self, n, b1=0.9, b2=0.999, eps=1e-7):
+        self.m = [0.0] * n
+        self.v = [0.0] * n
+        self.b1, self.b2, self.eps = b1, b2, eps
+
+    def delta(self, i, g, lr, t):  # t: 1-based update count
+        self.m[i] = self.b1 * self.m[i] + (1 - self.b1) * g
+        self.v[i] = self.b2 * self.v[i] + (1 - self.b2) * g * g
+        lr_t = lr * np.sqrt(1 - self.b2**t) / (1 - self.b1**t)
+        return -lr_t * self.m[i] / (np.sqrt(self.v[i]) + self.eps)
+
+
+def pwl(t, schedule):
+    """Piecewise linear, written from the specification (not from the module)."""
+    pts = sorted((int(k), float(v)) for k, v in schedule.items())
+    if pts[0][0] != 0:
+        pts = [(0, 0.0)] + pts
+    if t >= pts[-1][0]:
+        return pts[-1][1]
+    for (t0, v0), (t1, v1) in zip(pts, pts[1:]):
+        if t0 <= t <= t1:
+            return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    raise AssertionError
+
+
+def numpy_tiger(thetas, grads_seq, lr, beta=0.965, wd=0.01, k=1, schedule=None, shrink=0.99,
+                excluded=()):
+    thetas = [t.astype("float64").copy() for t in thetas]
+    ms = [np.zeros_like(t) for t in thetas]
+    schedule = schedule or {0: 1}
+    for step, grads in enumerate(grads_seq):
+        for i, (path, g) in enumerate(zip(PATHS, grads)):
+            g = g.astype("float64")
+            nan = not np.all(np.isfinite(g))
+            b1 = beta if step % k == 0 else 1.0
+            b2 = (1 - beta) / k
+            if nan:
+                b1, g = 1.0, np.zeros_like(g)
+            ms[i] = b1 * ms[i] + b2 * g
+            alpha = lr * pwl(step, schedule) * (1.0 if (step + 1) % k == 0 else 0.0)
+            theta = thetas[i]
+            if re.search("bias|beta|gamma", path):
+                eta, lam = 0.5 * alpha, 0.0
+            elif "embeddings" in path:
+                eta = alpha * np.sqrt(np.mean(theta**2, axis=-1, keepdims=True))
+                lam = wd
+            else:
+                eta, lam = alpha * np.sqrt(np.mean(theta**2)), wd
+            if any(re.search(p, path) for p in excluded):
+                lam = 0.0
+            if nan:
+                c = 1.0 if "gamma" in path else 0.0
+                thetas[i] = (theta - c) * shrink + c
+            else:
+                thetas[i] = theta - eta * (np.sign(ms[i]) + lam * theta)
+    return thetas
+
+
+# ---------------------------------------------------------------------------------------------
+# PiecewiseLinear
+# ---------------------------------------------------------------------------------------------
+
+
+def test_piecewise_linear_documented_points():
+    schedule = O.PiecewiseLinear({1000: 1, 2000: 0.1})
+    expected = {0: 0, 250: 0.25, 500: 0.5, 1000: 1, 1250: 0.775, 1500: 0.55, 2000: 0.1,
+                3000: 0.1}
+    for t, value in expected.items():
+        np.testing.assert_allclose(float(schedule(t)), value, rtol=1e-6, atol=1e-7)
+
+
+def test_piecewise_linear_round_trip_and_string_keys():
+    schedule = O.PiecewiseLinear({0: 2e-5, 100: 2e-5, 300: 0.0})
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(schedule)))
+    again = keras.saving.deserialize_keras_object(config)
+    assert isinstance(again, O.PiecewiseLinear)
+    for t in [0, 50, 100, 200, 300, 999]:
+        np.testing.assert_allclose(float(again(t)), pwl(t, {0: 2e-5, 100: 2e-5, 300: 0.0}),
+                                   rtol=1e-6, atol=1e-12)
+    opt = keras.optimizers.SGD(learning_rate=schedule)
+    assert isinstance(keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+                      .get_config()["learning_rate"], dict)
+
+
+@pytest.mark.parametrize(
+    "bad", [[(0, 1), (10, 0)], {}, {-5: 1.0}, {"1.5": 1.0}, {"x": 1.0}, {10: "high"},
+            {10: float("nan")}, 0.5]
+)
+def test_unknown_schedule_format_raises(bad):
+    with pytest.raises(ValueError, match="schedule"):
+        O.PiecewiseLinear(bad)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        O.Tiger(lr_schedule=bad)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        O.extend_with_piecewise_linear_lr(O.Adam)(learning_rate=1e-3, lr_schedule=bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiger
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tiger_plain_matches_numpy():
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 5)
+    got = run(O.Tiger(learning_rate=0.01), variables, grads)
+    assert_all_close(got, numpy_tiger(start, grads, lr=0.01))
+    # Sanity: every parameter group moved.
+    for a, b in zip(got, start):
+        assert np.abs(a - b).max() > 1e-4
+
+
+def test_tiger_with_schedule_and_accumulation_matches_numpy():
+    variables = make_variables(2)
+    start = values(variables)
+    grads = random_grads(variables, 9, seed=3)
+    schedule = {3: 1.0, 7: 0.2}
+    opt = O.Tiger(learning_rate=0.02, beta=0.9, weight_decay=0.05, grad_accum_steps=3,
+                  lr_schedule=schedule)
+    got = run(opt, variables, grads)
+    assert_all_close(got, numpy_tiger(start, grads, lr=0.02, beta=0.9, wd=0.05, k=3,
+                                      schedule=schedule))
+
+
+def test_tiger_wrappers_configure_the_native_mechanisms():
+    cls = O.extend_with_gradient_accumulation(
+        O.extend_with_piecewise_linear_lr(O.extend_with_weight_decay(O.Tiger))
+    )
+    variables = make_variables(4)
+    start = values(variables)
+    grads = random_grads(variables, 8, seed=5)
+    schedule = {2: 1.0, 6: 0.5}
+    opt = cls(learning_rate=0.01, weight_decay_rate=0.1, exclude_from_weight_decay=["Embedding"],
+              lr_schedule=schedule, grad_accum_steps=2)
+    got = run(opt, variables, grads)
+    assert opt.gradient_accumulation_steps is None  # Tiger's buffer-free accumulation is used
+    assert_all_close(got, numpy_tiger(start, grads, lr=0.01, wd=0.1, k=2, schedule=schedule,
+                                      excluded=["Embedding"]))
+
+
+def test_tiger_accumulation_equals_one_step_with_averaged_gradient():
+    k = 4
+    variables = make_variables(6)
+    start = values(variables)
+    micro = random_grads(variables, 3 * k, seed=7)
+    run(O.Tiger(learning_rate=0.01, grad_accum_steps=k), variables, micro)
+    accumulated = values(variables)
+    for v, s in zip(variables, start):
+        v.assign(s)
+    averaged = [[np.mean([micro[n * k + j][i] for j in range(k)], axis=0) for i in
+                 range(len(variables))] for n in range(3)]
+    run(O.Tiger(learning_rate=0.01), variables, averaged)
+    assert_all_close(accumulated, values(variables))
+
+
+def test_tiger_nan_rescue_matches_numpy():
+    variables = make_variables(8)
+    start = values(variables)
+    grads = random_grads(variables, 6, seed=9)
+    grads[2][3][0] = np.nan  # gamma gets a NaN at a non-update micro-step
+    grads[3][1][1, 2] = np.nan  # kernel gets a NaN at an update micro-step
+    grads[4][0][2, 1] = np.inf  # embeddings: an infinity also triggers the rescue
+    opt = O.Tiger(learning_rate=0.01, grad_accum_steps=2)
+    got = run(opt, variables, grads)
+    assert all(np.all(np.isfinite(g)) for g in got)
+    assert_all_close(got, numpy_tiger(start, grads, lr=0.01, k=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Wrappers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_weight_decay_wrapper_matches_numpy_and_warns_on_unmatched_pattern():
+    cls = O.extend_with_weight_decay(O.Adam, name="AdamWD")
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 4)
+    opt = cls(learning_rate=0.01, weight_decay_rate=0.1,
+              exclude_from_weight_decay=["Norm", "bias$", "NoSuchLayer"])
+    with pytest.warns(UserWarning, match="NoSuchLayer"):
+        got = run(opt, variables, grads)
+    ref, adam = [s.copy() for s in start], NumpyAdam(len(start))
+    for t, gs in enumerate(grads, 1):
+        for i, g in enumerate(gs):
+            decay = not re.search("Norm|bias$", PATHS[i])
+            old = ref[i]
+            ref[i] = old + adam.delta(i, g, 0.01, t) - (0.01 * 0.1 * old if decay else 0.0)
+    assert_all_close(got, ref)
+
+
+def test_adamw_layer_adaptation_ema_matches_numpy():
+    cls = O.extend_with_exponential_moving_average(O.extend_with_layer_adaptation(O.AdamW))
+    variables = make_variables(1)
+    start = values(variables)
+    grads = random_grads(variables, 5, seed=2)
+    opt = cls(learning_rate=0.01, weight_decay=0.05, exclude_from_layer_adaptation=["Norm"],
+              ema_momentum=0.8)
+    got = run(opt, variables, grads)
+    ref, adam = [s.copy() for s in start], NumpyAdam(len(start))
+    ema = [None] * len(start)
+    for t, gs in enumerate(grads, 1):
+        for i, g in enumerate(gs):
+            old = ref[i]
+            delta = adam.delta(i, g, 0.01, t) - 0.01 * 0.05 * old
+            if "Norm" not in PATHS[i]:
+                w, d = np.linalg.norm(old), np.linalg.norm(delta / 0.01)
+                delta = delta * (w / d if w > 0 and d > 0 else 1.0)
+            ref[i] = old + delta
+            ema[i] = ref[i].copy() if t == 1 else 0.8 * ema[i] + 0.2 * ref[i]
+    assert_all_close(got, ref)
+    opt.apply_ema_weights()
+    assert_all_close(values(variables), ema)
+    opt.reset_old_weights()
+    assert_all_close(values(variables), ref)
+
+
+def test_piecewise_linear_lr_wrapper_matches_numpy():
+    cls = O.extend_with_piecewise_linear_lr(keras.optimizers.SGD)
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 7)
+    schedule = {2: 1.0, 5: 0.25}
+    opt = cls(learning_rate=0.1, lr_schedule=schedule)
+    got = run(opt, variables, grads)
+    ref = [s.copy() for s in start]
+    for t, gs in enumerate(grads):
+        for i, g in enumerate(gs):
+            ref[i] = ref[i] - 0.1 * pwl(t, schedule) * g
+    assert_all_close(got, ref)
+    np.testing.assert_allclose(float(opt.learning_rate), 0.1 * 0.25, rtol=1e-6)
+
+
+def test_gradient_accumulation_wrapper_matches_numpy():
+    cls = O.extend_with_gradient_accumulation(O.Adam)
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 9)
+    opt = cls(learning_rate=0.01, grad_accum_steps=3)
+    got = run(opt, variables, grads)
+    ref, adam = [s.copy() for s in start], NumpyAdam(len(start))
+    for n in range(3):
+        for i in range(len(ref)):
+            g = np.mean([grads[3 * n + j][i].astype("float64") for j in range(3)], axis=0)
+            ref[i] = ref[i] + adam.delta(i, g, 0.01, n + 1)
+    assert_all_close(got, ref)
+    assert opt.get_config()["grad_accum_steps"] == 3
+
+
+def _tiny_regression_data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)).astype("float32")
+    y = (x @ rng.normal(size=(5, 2)) + 0.1).astype("float32")
+    return x, y
+
+
+def _tiny_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((5,))
+    h = keras.layers.Dense(8, activation="tanh", name="Transformer-0-FeedForward")(inputs)
+    h = keras.layers.LayerNormalization(name="Transformer-0-FeedForward-Norm")(h)
+    outputs = keras.layers.Dense(2, name="Head")(h)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("base", ["adam", "tiger"])
+def test_accumulating_k_micro_batches_equals_one_large_batch_in_fit(base):
+    x, y = _tiny_regression_data(16)
+    k = 4
+    if base == "adam":
+        accumulating = O.extend_with_gradient_accumulation(O.Adam)(learning_rate=0.01,
+                                                                   grad_accum_steps=k)
+        plain = O.Adam(learning_rate=0.01)
+    else:
+        accumulating = O.Tiger(learning_rate=0.01, grad_accum_steps=k)
+        plain = O.Tiger(learning_rate=0.01)
+    small = _tiny_model()
+    small.compile(optimizer=accumulating, loss="mse")
+    small.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0)
+    large = _tiny_model()
+    large.compile(optimizer=plain, loss="mse")
+    large.fit(x, y, batch_size=2 * k, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(small.get_weights(), large.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6)
+
+
+def test_lookahead_matches_numpy():
+    cls = O.extend_with_lookahead(keras.optimizers.SGD)
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 7)
+    got = run(cls(learning_rate=0.1, steps_per_slow_update=3, slow_step_size=0.4), variables,
+              grads)
+    ref = [s.copy() for s in start]
+    slow = [s.copy() for s in start]
+    for t, gs in enumerate(grads):
+        for i, g in enumerate(gs):
+            ref[i] = ref[i] - 0.1 * g
+            if (t + 1) % 3 == 0:
+                slow[i] = slow[i] + 0.4 * (ref[i] - slow[i])
+                ref[i] = slow[i].copy()
+    assert_all_close(got, ref)
+
+
+def test_lazy_optimization_matches_numpy():
+    cls = O.extend_with_lazy_optimization(O.Adam)
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 4, zero_rows=[1, 4])
+    got = run(cls(learning_rate=0.01, include_in_lazy_optimization=["embeddings"]), variables,
+              grads)
+    ref, adam = [s.copy() for s in start], NumpyAdam(len(start))
+    for t, gs in enumerate(grads, 1):
+        for i, g in enumerate(gs):
+            new = ref[i] + adam.delta(i, g, 0.01, t)
+            if PATHS[i].endswith("embeddings"):
+                rows = np.any(g != 0, axis=-1, keepdims=True)
+                new = np.where(rows, new, ref[i])
+            ref[i] = new
+    assert_all_close(got, ref)
+    np.testing.assert_array_equal(got[0][[1, 4]], start[0][[1, 4]])
+
+
+def test_parameter_wise_lr_matches_numpy():
+    cls = O.extend_with_parameter_wise_lr(keras.optimizers.SGD)
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 3)
+    schedule = {"Transformer-0-": 0.5, "kernel": 4.0, "Embedding": 0.1}
+    got = run(cls(learning_rate=0.1, paramwise_lr_schedule=schedule), variables, grads)
+    ref = [s.copy() for s in start]
+    for gs in grads:
+        for i, g in enumerate(gs):
+            factor = np.prod([v for key, v in schedule.items() if key in PATHS[i]])
+            ref[i] = ref[i] - 0.1 * factor * g
+    assert_all_close(got, ref)
+
+
+def test_decay_is_inside_the_update_that_outer_wrappers_rescale():
+    """parameter-wise lr (outer) scales the whole update, weight decay included."""
+    cls = O.extend_with_parameter_wise_lr(O.extend_with_weight_decay(keras.optimizers.SGD))
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 2)
+    got = run(cls(learning_rate=0.1, weight_decay_rate=0.2, paramwise_lr_schedule={"bias": 3.0}),
+              variables, grads)
+    ref = [s.copy() for s in start]
+    for gs in grads:
+        for i, g in enumerate(gs):
+            factor = 3.0 if "bias" in PATHS[i] else 1.0
+            ref[i] = ref[i] + factor * (-0.1 * g - 0.1 * 0.2 * ref[i])
+    assert_all_close(got, ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input, serialisation, loss scaling
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [0, -2, 1.5, True, "2"])
+def test_non_positive_accumulation_steps_raise(steps):
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        O.extend_with_gradient_accumulation(O.Adam)(learning_rate=1e-3, grad_accum_steps=steps)
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        O.Tiger(grad_accum_steps=steps)
+
+
+def test_other_bad_arguments_raise():
+    with pytest.raises(ValueError, match="paramwise_lr_schedule"):
+        O.extend_with_parameter_wise_lr(O.Adam)(learning_rate=1e-3,
+                                                paramwise_lr_schedule=[("a", 1)])
+    with pytest.raises(ValueError, match="steps_per_slow_update"):
+        O.extend_with_lookahead(O.Adam)(learning_rate=1e-3, steps_per_slow_update=0)
+    with pytest.raises(ValueError, match="exclude_from_weight_decay"):
+        O.extend_with_weight_decay(O.Adam)(learning_rate=1e-3, exclude_from_weight_decay=[3])
+    with pytest.raises(ValueError, match="Optimizer subclass"):
+        O.extend_with_weight_decay(object)
+    with pytest.raises(ValueError, match="beta"):
+        O.Tiger(beta=1.5)
+
+
+def test_unmatched_patterns_warn_for_every_name_based_wrapper():
+    variables = make_variables()
+    grads = random_grads(variables, 1)
+    cases = [
+        (O.extend_with_layer_adaptation, {"exclude_from_layer_adaptation": ["Nope1"]}, "Nope1"),
+        (O.extend_with_lazy_optimization, {"include_in_lazy_optimization": ["Nope2"]}, "Nope2"),
+        (O.extend_with_parameter_wise_lr, {"paramwise_lr_schedule": {"Nope3": 2.0}}, "Nope3"),
+    ]
+    for extend, kwargs, word in cases:
+        opt = extend(O.Adam)(learning_rate=1e-3, **kwargs)
+        with pytest.warns(UserWarning, match=word):
+            run(opt, variables, grads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(O.extend_with_weight_decay(O.Adam)(learning_rate=1e-3,
+                                               exclude_from_weight_decay=["Norm"]),
+            variables, grads)
+
+
+def test_composed_optimizer_serialization_round_trip():
+    cls = O.extend_with_lookahead(O.extend_with_piecewise_linear_lr(
+        O.extend_with_gradient_accumulation(O.extend_with_weight_decay(O.AdamW))),
+        name="MyComposedAdamW")
+    opt = cls(learning_rate=2e-5, weight_decay_rate=0.01, exclude_from_weight_decay=["Norm"],
+              grad_accum_steps=4, lr_schedule={100: 1, 1000: 0.1}, steps_per_slow_update=6)
+    config = json.loads(json.dumps(keras.optimizers.serialize(opt)))
+    again = keras.optimizers.deserialize(config)
+    assert type(again) is cls
+    assert again.get_config() == opt.get_config()
+    assert again.gradient_accumulation_steps == 4 and again.lr_schedule == {100: 1.0, 1000: 0.1}
+    tiger = keras.optimizers.deserialize(json.loads(json.dumps(keras.optimizers.serialize(
+        O.Tiger(lr_schedule={10: 1}, grad_accum_steps=2)))))
+    assert isinstance(tiger, O.Tiger) and tiger.lr_schedule == {10: 1.0}
+
+
+def test_constant_loss_scale_factor_in_float32():
+    """Keras's loss_scale_factor: loss x S, gradients / S; same training in float32."""
+    x, y = _tiny_regression_data(8)
+    results = []
+    for factor in [None, 4096.0]:
+        model = _tiny_model(3)
+        cls = O.extend_with_weight_decay(keras.optimizers.SGD)
+        model.compile(optimizer=cls(learning_rate=0.05, loss_scale_factor=factor), loss="mse")
+        model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+        results.append(model.get_weights())
+    assert float(O.Tiger(loss_scale_factor=8.0).scale_loss(2.0)) == 16.0
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
