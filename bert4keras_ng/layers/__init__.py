@@ -1,1 +1,35 @@
+"""bert4keras_ng layers: every layer registered for Keras serialisation under 'bert4keras_ng'."""
+
+from bert4keras_ng.layers.embeddings import (
+    Embedding,
+    PositionEmbedding,
+    RelativePositionEmbedding,
+    RelativePositionEmbeddingT5,
+    Sinusoidal,
+    SinusoidalPositionEmbedding,
+)
+from bert4keras_ng.layers.feedforward import FeedForward
+from bert4keras_ng.layers.normalization import LayerNormalization, ScaleOffset
+from bert4keras_ng.layers.pooling import (
+    FirstTokenPooling,
+    GlobalAveragePooling1D,
+    GlobalMaxPooling1D,
+)
+
+__all__ = [
+    "Embedding",
+    "FeedForward",
+    "FirstTokenPooling",
+    "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
+    "LayerNormalization",
+    "PositionEmbedding",
+    "RelativePositionEmbedding",
+    "RelativePositionEmbeddingT5",
+    "ScaleOffset",
+    "Sinusoidal",
+    "SinusoidalPositionEmbedding",
+]
 from bert4keras_ng.layers.heads import ConditionalRandomField, EfficientGlobalPointer, GlobalPointer
+
+__all__ += ["ConditionalRandomField", "EfficientGlobalPointer", "GlobalPointer"]
