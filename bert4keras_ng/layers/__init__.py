@@ -1,5 +1,6 @@
 """bert4keras_ng layers: every layer registered for Keras serialisation under 'bert4keras_ng'."""
 
+from bert4keras_ng.layers.attention import GatedAttentionUnit, MultiHeadAttention
 from bert4keras_ng.layers.embeddings import (
     Embedding,
     PositionEmbedding,
@@ -21,8 +22,10 @@ __all__ = [
     "FeedForward",
     "FirstTokenPooling",
     "GlobalAveragePooling1D",
+    "GatedAttentionUnit",
     "GlobalMaxPooling1D",
     "LayerNormalization",
+    "MultiHeadAttention",
     "PositionEmbedding",
     "RelativePositionEmbedding",
     "RelativePositionEmbeddingT5",

@@ -1,0 +1,300 @@
+"""MultiHeadAttention (bert4keras call convention, position schemes) and GatedAttentionUnit.
+
+Order of the attention computation (bert4keras 0.11.5): RoPE on q, k → q·kᵀ → relative position
+term → ÷√Dk → mask (key padding AND boolean bias, or + float bias) → normalise → dropout → ·v
+(+ NEZHA value term).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from bert4keras_ng.backend import (
+    ATTENTION_NORMALIZATIONS,
+    apply_rotary_position_embeddings,
+    attention_normalize,
+    get_activation,
+    relative_distances,
+    serialize_activation,
+)
+from bert4keras_ng.layers.base import as_list, build_dense, check_choice, check_input_count, register
+from bert4keras_ng.layers.normalization import ScaleOffset
+
+MHA_POSITION_BIASES = (None, "rotary", "typical_relative", "t5_relative")
+GAU_POSITION_BIASES = (None, "rotary")
+ATTENTION_BIASES = (None, False, True, "causal")
+
+
+def _bool(mask):
+    return None if mask is None else ops.cast(mask, "bool")
+
+
+def _and(a, b):
+    """Logical AND of two optional boolean masks."""
+    if a is None:
+        return b
+    return a if b is None else ops.logical_and(a, b)
+
+
+def combine_attention_bias(key_mask, bias, a_bias, n_q, n_k, head_axis):
+    """Boolean keep-mask and additive float bias for logits (b, [N,] n_q, n_k).
+
+    key_mask (b, n_k) masks padded keys; `bias` is the extra input when a_bias=True (boolean → ANDed,
+    float → added); a_bias='causal' keeps keys j <= i.
+    """
+    mask = None
+    if key_mask is not None:
+        mask = _bool(key_mask)[:, None, :]
+        if head_axis:
+            mask = mask[:, None]
+    additive = None
+    if bias is not None:
+        if head_axis and len(bias.shape) == 3:
+            bias = ops.expand_dims(bias, 1)
+        if keras.backend.standardize_dtype(bias.dtype) == "bool":
+            mask = _and(mask, bias)
+        else:
+            additive = bias
+    if a_bias == "causal":
+        mask = _and(mask, relative_distances(n_q, n_k) <= 0)
+    return mask, additive
+
+
+def _parse_inputs(layer, inputs, n_main, a_bias, p_bias, layout):
+    """Split call inputs into the main tensors, the attention bias and the position tensor."""
+    inputs = as_list(inputs)
+    expected = n_main + (a_bias is True) + (p_bias is not None)
+    check_input_count(layer, inputs, expected,
+                      f"[{layout}" + (", a_bias" if a_bias is True else "")
+                      + (f", position ({p_bias})" if p_bias else "") + "]")
+    bias = inputs[n_main] if a_bias is True else None
+    position = inputs[-1] if p_bias is not None else None
+    return inputs[:n_main], bias, position
+
+
+def _split_heads(x, heads, size):
+    shape = ops.shape(x)
+    return ops.reshape(x, (shape[0], shape[1], heads, size))
+
+
+def _merge_heads(x):
+    shape = ops.shape(x)
+    return ops.reshape(x, (shape[0], shape[1], x.shape[2] * x.shape[3]))
+
+
+class _AttentionBase(keras.layers.Layer):
+    """Options and pieces shared by MHA and GAU: normalisation, scaling, dropout, serialisation."""
+
+    def __init__(self, normalization, attention_scale, attention_dropout, kernel_initializer,
+                 softmax_plus_clamp, **kwargs):
+        super().__init__(**kwargs)
+        check_choice("normalization", normalization, ATTENTION_NORMALIZATIONS)
+        self.normalization = normalization
+        self.attention_scale = attention_scale
+        self.attention_dropout = attention_dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.softmax_plus_clamp = softmax_plus_clamp
+        self.dropout = keras.layers.Dropout(attention_dropout or 0.0, dtype=self.dtype_policy,
+                                            name="attention_dropout")
+        self.supports_masking = True
+
+    def _check_call_args(self, a_bias, p_bias, allowed_p_bias):
+        check_choice("a_bias", a_bias, ATTENTION_BIASES)
+        check_choice("p_bias", p_bias, allowed_p_bias)
+
+    def _weights(self, logits, mask, additive, training):
+        """Scaled logits → attention weights (dropout applied)."""
+        if additive is not None:
+            logits = logits + ops.cast(additive, logits.dtype)
+        probs = attention_normalize(logits, mask, -1, self.normalization, self.softmax_plus_clamp)
+        if self.attention_dropout:
+            probs = self.dropout(probs, training=training)
+        return probs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            normalization=self.normalization,
+            attention_scale=self.attention_scale,
+            attention_dropout=self.attention_dropout,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            softmax_plus_clamp=self.softmax_plus_clamp,
+        )
+        return config
+
+
+@register
+class MultiHeadAttention(_AttentionBase):
+    """Multi-head attention with bert4keras' call convention.
+
+    call(inputs=[q, k, v, (a_bias tensor), (position tensor)], mask=None, a_bias=None, p_bias=None)
+    - a_bias: None/False; True (next input is a bias: boolean (b, n_q, n_k) / (n_q, n_k) ANDed with
+      the key mask, or float added to the logits); 'causal' (built-in LM mask).
+    - p_bias: None; 'rotary' (input (b|1, n, Dk) sinusoid table); 'typical_relative' (NEZHA, input
+      (n_q, n_k, Dk), adds ⟨q_i, R_ij⟩ to the logits and Σ_j A_ij R_ij to the output, needs
+      Dv = Dk); 't5_relative' (input (n_q, n_k, heads) added to the logits).
+    The key padding mask is the mask of v; the output carries the mask of q. With
+    return_attention_scores the output is [o, scaled logits before masking].
+    head_size=None infers Dv = input width // heads.
+    """
+
+    def __init__(self, heads, head_size=None, out_dim=None, key_size=None, use_bias=True,
+                 normalization="softmax", attention_scale=True, attention_dropout=None,
+                 return_attention_scores=False, kernel_initializer="glorot_uniform",
+                 softmax_plus_clamp=16, **kwargs):
+        super().__init__(normalization, attention_scale, attention_dropout, kernel_initializer,
+                         softmax_plus_clamp, **kwargs)
+        if not isinstance(heads, int) or heads <= 0:
+            raise ValueError(f"heads must be a positive integer, got heads={heads!r}.")
+        self.heads = heads
+        self.head_size = head_size
+        self.out_dim = out_dim
+        self.key_size = key_size
+        self.use_bias = use_bias
+        self.return_attention_scores = return_attention_scores
+
+    def build(self, input_shape):
+        shapes = input_shape if isinstance(input_shape, list) and isinstance(
+            input_shape[0], (list, tuple)) else [input_shape]
+        if len(shapes) < 3:
+            raise ValueError(f"MultiHeadAttention expects inputs=[q, k, v, ...], got {len(shapes)} "
+                             "tensor(s).")
+        width = shapes[0][-1]
+        if self.head_size is None and width % self.heads:
+            raise ValueError(f"heads={self.heads} must divide the input width {width} when "
+                             "head_size is None.")
+        self.dv = self.head_size or width // self.heads
+        self.dk = self.key_size or self.dv
+        common = dict(use_bias=self.use_bias, kernel_initializer=self.kernel_initializer)
+        self.q_dense = build_dense(self, "q_dense", self.heads * self.dk, shapes[0], **common)
+        self.k_dense = build_dense(self, "k_dense", self.heads * self.dk, shapes[1], **common)
+        self.v_dense = build_dense(self, "v_dense", self.heads * self.dv, shapes[2], **common)
+        self.o_dense = build_dense(self, "o_dense", self.out_dim or self.heads * self.dv,
+                                   (None, None, self.heads * self.dv), **common)
+        self.built = True
+
+    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+        self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
+        (q, k, v), bias, position = _parse_inputs(self, inputs, 3, a_bias, p_bias, "q, k, v")
+        v_mask = mask[2] if isinstance(mask, (list, tuple)) else None
+        qw = _split_heads(self.q_dense(q), self.heads, self.dk)
+        kw = _split_heads(self.k_dense(k), self.heads, self.dk)
+        vw = _split_heads(self.v_dense(v), self.heads, self.dv)
+        if p_bias == "rotary":
+            qw, kw = apply_rotary_position_embeddings(position, qw, kw)
+        logits = ops.einsum("bjhd,bkhd->bhjk", qw, kw)
+        if p_bias == "typical_relative":
+            if self.dv != self.dk:
+                raise ValueError("p_bias='typical_relative' needs head_size == key_size, got "
+                                 f"{self.dv} and {self.dk}.")
+            position = ops.cast(position, qw.dtype)
+            logits = logits + ops.einsum("bjhd,jkd->bhjk", qw, position)
+        elif p_bias == "t5_relative":
+            logits = logits + ops.expand_dims(
+                ops.transpose(ops.cast(position, logits.dtype), (2, 0, 1)), 0)
+        if self.attention_scale:
+            logits = logits / math.sqrt(self.dk)
+        keep, additive = combine_attention_bias(
+            v_mask, bias, a_bias, ops.shape(q)[1], ops.shape(k)[1], head_axis=True)
+        probs = self._weights(logits, keep, additive, training)
+        o = ops.einsum("bhjk,bkhd->bjhd", probs, vw)
+        if p_bias == "typical_relative":
+            o = o + ops.einsum("bhjk,jkd->bjhd", probs, position)
+        o = self.o_dense(_merge_heads(o))
+        return [o, logits] if self.return_attention_scores else o
+
+    def compute_mask(self, inputs, mask=None):
+        q_mask = mask[0] if isinstance(mask, (list, tuple)) else None
+        return [q_mask, None] if self.return_attention_scores else q_mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(heads=self.heads, head_size=self.head_size, out_dim=self.out_dim,
+                      key_size=self.key_size, use_bias=self.use_bias,
+                      return_attention_scores=self.return_attention_scores)
+        return config
+
+
+@register
+class GatedAttentionUnit(_AttentionBase):
+    """Gated Attention Unit (arXiv 2202.10447) as in bert4keras / GAU-α.
+
+    Self-attention (default): inputs [x, (a_bias), (rotary table)] or x; Z = act(x·W_i + b) split
+    into u (units), v (units), z (key_size); q, k = per-dimension scale-offsets of z (q_scaleoffset,
+    k_scaleoffset; offsets only with use_bias); RoPE if p_bias='rotary'; A = normalise(q·kᵀ/√s);
+    o = (u ⊙ A·v)·W_o + b (o_dense). Cross mode (self_attention=False): inputs [q, k, v, ...];
+    uq_dense(q) → (u, q), k_dense(k), v_dense(v); the key mask is the mask of v.
+    """
+
+    def __init__(self, units, key_size, activation="swish", use_bias=True,
+                 normalization="squared_relu", self_attention=True, attention_scale=True,
+                 attention_dropout=None, kernel_initializer="glorot_uniform", softmax_plus_clamp=16,
+                 **kwargs):
+        super().__init__(normalization, attention_scale, attention_dropout, kernel_initializer,
+                         softmax_plus_clamp, **kwargs)
+        self.units = units
+        self.key_size = key_size
+        self.activation = activation
+        self.use_bias = use_bias
+        self.self_attention = self_attention
+
+    def build(self, input_shape):
+        nested = isinstance(input_shape, list) and isinstance(input_shape[0], (list, tuple))
+        shapes = input_shape if nested else [input_shape]
+        e, s = self.units, self.key_size
+        common = dict(use_bias=self.use_bias, kernel_initializer=self.kernel_initializer,
+                      activation=get_activation(self.activation))
+        if self.self_attention:
+            self.i_dense = build_dense(self, "i_dense", 2 * e + s, shapes[0], **common)
+            self.q_scaleoffset, self.k_scaleoffset = (
+                ScaleOffset(offset=self.use_bias, name=name, dtype=self.dtype_policy)
+                for name in ("q_scaleoffset", "k_scaleoffset"))
+            self.q_scaleoffset.build((None, None, s))
+            self.k_scaleoffset.build((None, None, s))
+        else:
+            if len(shapes) < 3:
+                raise ValueError("GatedAttentionUnit(self_attention=False) expects inputs="
+                                 f"[q, k, v, ...], got {len(shapes)} tensor(s).")
+            self.uq_dense = build_dense(self, "uq_dense", e + s, shapes[0], **common)
+            self.k_dense = build_dense(self, "k_dense", s, shapes[1], **common)
+            self.v_dense = build_dense(self, "v_dense", e, shapes[2], **common)
+        self.o_dense = build_dense(self, "o_dense", shapes[0][-1], (None, None, e),
+                                   use_bias=self.use_bias,
+                                   kernel_initializer=self.kernel_initializer)
+        self.built = True
+
+    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+        self._check_call_args(a_bias, p_bias, GAU_POSITION_BIASES)
+        n_main, layout = (1, "x") if self.self_attention else (3, "q, k, v")
+        main, bias, position = _parse_inputs(self, inputs, n_main, a_bias, p_bias, layout)
+        masks = as_list(mask)
+        key_mask = masks[0 if self.self_attention else 2] if len(masks) >= n_main else None
+        e, s = self.units, self.key_size
+        if self.self_attention:
+            z = self.i_dense(main[0])
+            u, v, qk = z[..., :e], z[..., e:2 * e], z[..., 2 * e:]
+            q, k = self.q_scaleoffset(qk), self.k_scaleoffset(qk)
+        else:
+            uq = self.uq_dense(main[0])
+            u, q = uq[..., :e], uq[..., e:]
+            k, v = self.k_dense(main[1]), self.v_dense(main[2])
+        if p_bias == "rotary":
+            q, k = apply_rotary_position_embeddings(position, q, k)
+        logits = ops.einsum("bmd,bnd->bmn", q, k)
+        if self.attention_scale:
+            logits = logits / math.sqrt(s)
+        keep, additive = combine_attention_bias(
+            key_mask, bias, a_bias, ops.shape(q)[1], ops.shape(k)[1], head_axis=False)
+        probs = self._weights(logits, keep, additive, training)
+        return self.o_dense(u * ops.einsum("bmn,bnd->bmd", probs, v))
+
+    def compute_mask(self, inputs, mask=None):
+        return mask[0] if isinstance(mask, (list, tuple)) else mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, key_size=self.key_size,
+                      activation=serialize_activation(self.activation), use_bias=self.use_bias,
+                      self_attention=self.self_attention)
+        return config
