@@ -196,14 +196,15 @@ class AutoRegressiveDecoder:
         output_ids, output_scores = self.first_output_ids, np.zeros(1)
         for step in range(self.maxlen):
             scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
-            if step == 0:
-                inputs = [np.repeat(i, topk, axis=0) for i in inputs]
             scores = output_scores.reshape((-1, 1)) + scores
             k = min(topk, scores.size)
             flat = scores.ravel()
             indices = np.argpartition(flat, -k)[-k:]
             rows, cols = np.divmod(indices, scores.shape[1])
             output_ids = np.concatenate([output_ids[rows], cols.reshape((-1, 1))], axis=1)
+            # every row holds the same example; following the parent rows keeps the counts
+            # aligned even when fewer than `topk` candidates exist
+            inputs = [i[rows] for i in inputs]
             output_scores = flat[indices]
             is_end = output_ids[:, -1] == self.end_id
             end_counts = (output_ids == self.end_id).sum(axis=1)
