@@ -1,0 +1,149 @@
+"""Model registry and :func:`build_transformer_model` (the bert4keras entry point).
+
+    model = build_transformer_model(config_path, checkpoint_path, model='roformer',
+                                    application='unilm', with_mlm=True)
+"""
+
+import json
+import os
+
+from bert4keras_ng.models.albert import ALBERT, ALBERT_Unshared
+from bert4keras_ng.models.bert import BERT
+from bert4keras_ng.models.electra import ELECTRA
+from bert4keras_ng.models.gau_alpha import GAU_alpha
+from bert4keras_ng.models.nezha import NEZHA
+from bert4keras_ng.models.roformer import RoFormer, RoFormerV2
+from bert4keras_ng.models.transformer import (
+    REQUIRED_CONFIG_KEYS,
+    CheckpointMismatchError,
+    Transformer,
+)
+
+MODELS = {
+    "bert": BERT,
+    "roberta": BERT,
+    "albert": ALBERT,
+    "albert_unshared": ALBERT_Unshared,
+    "nezha": NEZHA,
+    "electra": ELECTRA,
+    "roformer": RoFormer,
+    "roformer_v2": RoFormerV2,
+    "gau_alpha": GAU_alpha,
+}
+
+__all__ = [
+    "build_transformer_model",
+    "MODELS",
+    "Transformer",
+    "BERT",
+    "ALBERT",
+    "ALBERT_Unshared",
+    "NEZHA",
+    "ELECTRA",
+    "RoFormer",
+    "RoFormerV2",
+    "GAU_alpha",
+    "CheckpointMismatchError",
+]
+
+
+def _read_config(config_path):
+    if config_path is None:
+        return {}
+    config_path = os.fspath(config_path)
+    if not os.path.exists(config_path):
+        raise FileNotFoundError("Config file not found: %r." % config_path)
+    with open(config_path, encoding="utf-8") as f:
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError("Config file %r is not valid JSON: %s" % (config_path, e)) from None
+    if not isinstance(config, dict):
+        raise ValueError("Config file %r must hold a JSON object." % config_path)
+    return config
+
+
+def resolve_model(model):
+    """Model class for a case-insensitive model name, or the class itself."""
+    if isinstance(model, str):
+        key = model.lower().replace("-", "_")
+        if key not in MODELS:
+            raise ValueError(
+                "Unknown model=%r. Valid names: %s (or pass a Transformer subclass)."
+                % (model, ", ".join(sorted(MODELS)))
+            )
+        return key, MODELS[key]
+    if isinstance(model, type) and issubclass(model, Transformer):
+        return model.__name__, model
+    raise ValueError(
+        "model must be a model name (%s) or a Transformer subclass, got %r."
+        % (", ".join(sorted(MODELS)), model)
+    )
+
+
+def build_transformer_model(
+    config_path=None,
+    checkpoint_path=None,
+    model="bert",
+    application="encoder",
+    return_keras_model=True,
+    **kwargs,
+):
+    """Build a BERT-family model from a ``config.json`` and optionally load a TF1 checkpoint.
+
+    Keyword arguments override config values. Aliases are filled only when the short name is
+    absent: ``max_position`` ← ``max_position_embeddings`` (512), ``dropout_rate`` ←
+    ``hidden_dropout_prob``, ``attention_dropout_rate`` ← ``attention_probs_dropout_prob``,
+    ``segment_vocab_size`` ← ``type_vocab_size`` (2).
+
+    model: 'bert', 'roberta', 'albert', 'albert_unshared', 'nezha', 'electra', 'roformer',
+        'roformer_v2', 'gau_alpha' (case-insensitive) or a ``Transformer`` subclass.
+    application: 'encoder', 'lm' (causal mask) or 'unilm' (seq2seq mask from segment ids);
+        'lm' and 'unilm' switch the MLM head on.
+    Options: with_pool, with_nsp, with_mlm (True or an activation name), with_discriminator
+        (ELECTRA), keep_tokens, compound_tokens, hierarchical_position, custom_position_ids,
+        segment_vocab_size, shared_segment_embeddings, residual_attention_scores,
+        ignore_invalid_weights, layer_norm_cond (+ layer_norm_cond_hidden_size,
+        layer_norm_cond_hidden_act), additional_input_layers, sequence_length, prefix, name,
+        embedding_size, attention_head_size, attention_key_size, attention_normalization
+        ('softmax', 'softmax_plus', 'squared_relu'; the default is the family's),
+        softmax_plus_clamp (16).
+    Returns the Keras model, or with ``return_keras_model=False`` the builder (``.model``,
+    ``.layers``, ``.load_weights_from_checkpoint``, ``.save_weights_as_checkpoint``, ...).
+    """
+    configs = _read_config(config_path)
+    configs.update(kwargs)
+    configs.setdefault("max_position", configs.get("max_position_embeddings", 512) or 512)
+    configs.setdefault("dropout_rate", configs.get("hidden_dropout_prob"))
+    configs.setdefault("attention_dropout_rate", configs.get("attention_probs_dropout_prob"))
+    configs.setdefault("segment_vocab_size", configs.get("type_vocab_size", 2))
+    model_name, cls = resolve_model(model)
+    if not isinstance(application, str) or application.lower() not in ("encoder", "lm", "unilm"):
+        raise ValueError(
+            "application must be one of 'encoder', 'lm', 'unilm'; got %r." % (application,)
+        )
+    application = application.lower()
+    missing = [k for k in REQUIRED_CONFIG_KEYS if configs.get(k) is None]
+    if missing:
+        where = ("config %r" % os.fspath(config_path)) if config_path is not None else "the arguments"
+        raise ValueError(
+            "Missing required config key(s) %s in %s (model=%r needs %s)."
+            % (", ".join(repr(k) for k in missing), where, model_name, ", ".join(REQUIRED_CONFIG_KEYS))
+        )
+    build_options = {
+        k: configs.pop(k)
+        for k in (
+            "layer_norm_cond",
+            "layer_norm_cond_hidden_size",
+            "layer_norm_cond_hidden_act",
+            "additional_input_layers",
+        )
+        if k in configs
+    }
+    configs["application"] = application
+    builder = cls(**configs)
+    builder.model_name = model_name
+    builder.build(**build_options)
+    if checkpoint_path is not None:
+        builder.load_weights_from_checkpoint(checkpoint_path)
+    return builder.model if return_keras_model else builder

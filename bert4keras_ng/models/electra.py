@@ -1,0 +1,25 @@
+"""ELECTRA (discriminator): BERT embeddings and blocks under the ``electra/`` scope, its own
+embedding projection name, and the optional discriminator head (no pooler / MLM)."""
+
+from bert4keras_ng.models import mappings
+from bert4keras_ng.models.bert import BERT
+
+
+class ELECTRA(BERT):
+    scope = "electra/"
+    table = mappings.ELECTRA
+    head = "electra"
+    signature = (("electra/encoder/layer_0/attention/self/query/kernel",), ())
+
+    def _check_options(self):
+        for option in ("with_pool", "with_nsp", "with_mlm"):
+            if getattr(self, option):
+                raise ValueError(
+                    "model='electra' has no %s head; use with_discriminator=True (or an "
+                    "activation name) for the discriminator." % option[5:]
+                )
+        if self.application != "encoder":
+            raise ValueError(
+                "model='electra' cannot be used with application=%r (only 'encoder')." % self.application
+            )
+        super()._check_options()

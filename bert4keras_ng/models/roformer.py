@@ -1,0 +1,29 @@
+"""RoFormer and RoFormerV2: rotary position embeddings (interleaved pairs) on queries and keys.
+
+RoFormerV2 differs from RoFormer in four declared ways: no biases anywhere, parameter-free
+RMSNorm instead of LayerNorm (Dropout before the embedding norm), the tied MLM head without
+transform/bias, and a depth-scaled initializer.
+"""
+
+from bert4keras_ng.models.nezha import NEZHA
+
+
+class RoFormer(NEZHA):
+    """RoFormer: NEZHA's embeddings and norms (1e-7) with RoPE instead of relative positions."""
+
+    position = "rotary"
+
+
+class RoFormerV2(RoFormer):
+    """RoFormerV2."""
+
+    use_bias = False
+    norm = "rms"
+    dropout_before_embedding_norm = True
+    head = "tied"
+    initializer_order = 2
+    embedding_epsilon = block_epsilon = 1e-7
+    signature = (
+        ("bert/encoder/layer_0/attention/self/query/kernel",),
+        ("bert/encoder/layer_0/attention/self/query/bias", "bert/embeddings/position_embeddings"),
+    )
