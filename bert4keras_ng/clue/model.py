@@ -99,8 +99,6 @@ def backbone_head_size(config):
 
 def build_task_model(spec, backbone, config, pooling="cls", initializer=None):
     """Wrap ``backbone`` (inputs [Input-Token, Input-Segment]) with ``spec``'s head."""
-    from ..layers.heads import GlobalPointer
-
     initializer = initializer or keras.initializers.TruncatedNormal(stddev=0.02)
     inputs = list(backbone.inputs)
     token_ids = inputs[0]
@@ -118,6 +116,8 @@ def build_task_model(spec, backbone, config, pooling="cls", initializer=None):
                                      kernel_initializer=initializer, dtype="float32",
                                      name="CLUE-Classifier")(pooled)
         return keras.Model(inputs, out, name=f"clue_{spec.name}")
+    from ..layers.heads import GlobalPointer
+
     head_size = backbone_head_size(config)
     if kind == "cmrc":
         position_mask = keras.Input(shape=(None,), dtype="int32", name="Input-Mask")

@@ -63,7 +63,7 @@ class RecipeAdaFactor(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
-        g = ops.cast(gradient, dtype)
+        g = ops.cast(ops.convert_to_tensor(gradient), dtype)  # dense, also for embeddings
         i = self._get_variable_index(variable)
         t = ops.cast(self.iterations + 1, dtype)
         beta2 = 1.0 - ops.power(t, self.beta2_decay)

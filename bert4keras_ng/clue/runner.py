@@ -35,7 +35,7 @@ DEFAULT_MODEL = "roformer"
 # from random weights needs a larger step than fine-tuning a pretrained one, and the sample
 # files are small. Any flag given on the command line wins over these.
 DEMO_SETTINGS = {
-    "default": {"lr": 1e-2, "epochs": 4, "batch_size": 16, "maxlen": 64},
+    "default": {"lr": 2e-2, "epochs": 8, "batch_size": 16, "maxlen": 64},
     "wsc": {"epochs": 6},
     "c3": {"maxlen": 64, "batch_size": 8},
     "chid": {"epochs": 6, "batch_size": 8},
@@ -180,23 +180,40 @@ class _Trainer:
                     loss, scaled = forward_loss(x, y)
                 grads = tape.gradient(scaled, variables)
                 variables[emb_index].assign_sub(delta)
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                     for g in grads]
             optimizer.apply(grads, variables)
             return loss
 
         def predict_step(x):
             return model(x, training=False)
 
-        self._train = tf.function(train_step, jit_compile=bool(xla), reduce_retracing=True)
-        self._predict = tf.function(predict_step, jit_compile=bool(xla), reduce_retracing=True)
+        self._tf = tf
+        self._train_step, self._predict_step, self._xla = train_step, predict_step, bool(xla)
+        self._train = self._predict = None
+
+    def _compile(self, fn, *examples):
+        """One trace for all batch shapes: every dimension of the signature is None."""
+        tf = self._tf
+        spec = [tf.nest.map_structure(
+            lambda a: tf.TensorSpec([None] * np.ndim(a), tf.as_dtype(np.asarray(a).dtype)), e)
+            for e in examples]
+        return tf.function(fn, input_signature=spec, jit_compile=self._xla)
 
     def inputs(self, x):
         return [x[name] for name in self.order]
 
     def train_on_batch(self, x, y):
-        return float(self._train(self.inputs(x), y))
+        x = self.inputs(x)
+        if self._train is None:
+            self._train = self._compile(self._train_step, x, y)
+        return float(self._train(x, y))
 
     def predict_on_batch(self, x):
-        return np.asarray(self._predict(self.inputs(x)), dtype="float32")
+        x = self.inputs(x)
+        if self._predict is None:
+            self._predict = self._compile(self._predict_step, x)
+        return np.asarray(self._predict(x), dtype="float32")
 
 
 def _find_layer(model, name):
