@@ -49,6 +49,9 @@ AFQMC_TOPICS = [
     ["花呗", "还款"], ["借呗", "额度"], ["余额宝", "收益"], ["蚂蚁森林", "能量"],
     ["信用卡", "账单"], ["转账", "手续费"],
 ]
+AFQMC_OTHER = [  # topics of the non-matching second questions (never asked first)
+    ["天气", "下雨"], ["外卖", "配送"], ["电影", "票价"], ["手机", "充电"], ["地铁", "换乘"],
+]
 AFQMC_ASK = ["怎么", "如何", "为什么", "能不能", "可以"]
 AFQMC_END = ["？", "呢", "啊", "吗"]
 
@@ -76,7 +79,7 @@ CHID_IDIOMS = {  # idiom → trigger word placed next to its blank
     "刻舟求剑": "固执", "杯弓蛇影": "疑心", "胸有成竹": "把握", "半途而废": "放弃",
 }
 CHID_DISTRACTORS = ["风和日丽", "山清水秀", "鸟语花香", "万紫千红", "春暖花开", "秋高气爽",
-                    "冰天雪地", "五颜六色"]
+                    "冰天雪地", "五颜六色", "花好月圆", "国泰民安"]
 
 CMRC_SUBJECTS = ["这座城市", "那家公司", "这所大学", "那条河流", "这个乐队", "那座山"]
 CMRC_ASPECTS = ["名字", "创始人", "特产", "口号", "代号", "别称"]
@@ -170,7 +173,7 @@ def make_afqmc(rng, out):
         if rng.random() < 0.5:
             s2, label = _afqmc_question(rng, t1), "1"
         else:
-            t2 = rng.choice([t for t in AFQMC_TOPICS if t is not t1])
+            t2 = rng.choice(AFQMC_OTHER)
             s2, label = _afqmc_question(rng, t2), "0"
         recs.append({"sentence1": _afqmc_question(rng, t1), "sentence2": s2, "label": label})
     train, dev, test = _split(recs, 320, 80)
@@ -281,8 +284,9 @@ def _chid_file(rng, n_records, counter):
     for _ in range(n_records):
         n_blanks = rng.choice([1, 1, 2])
         chosen = rng.sample(idioms, n_blanks)
-        others = [i for i in idioms if i not in chosen] + CHID_DISTRACTORS
-        candidates = chosen + rng.sample(others, 10 - n_blanks)
+        # distractors come from their own list: a tiny model first learns which idioms can
+        # answer at all, then the trigger word next to each blank tells the answers apart
+        candidates = chosen + rng.sample(CHID_DISTRACTORS, 10 - n_blanks)
         rng.shuffle(candidates)
         content = []
         passage = _filler(rng)

@@ -24,7 +24,7 @@ from . import metrics as M
 from . import writers as W
 from .optim import OPTIMIZERS, make_optimizer
 from .tasks import TASK_NAMES, get_task
-from .tiny import SAMPLE_DIR, default_cache_dir, ensure_tiny_checkpoint
+from .tiny import SAMPLE_DIR, default_cache_dir, ensure_tiny_checkpoint, tiny_folder_name
 
 __all__ = ["RunConfig", "run", "main", "build_parser", "DEFAULT_TASK", "DEMO_SETTINGS"]
 
@@ -35,12 +35,12 @@ DEFAULT_MODEL = "roformer"
 # from random weights needs a larger step than fine-tuning a pretrained one, and the sample
 # files are small. Any flag given on the command line wins over these.
 DEMO_SETTINGS = {
-    "default": {"lr": 2e-2, "epochs": 8, "batch_size": 16, "maxlen": 64},
-    "wsc": {"epochs": 6},
-    "c3": {"maxlen": 64, "batch_size": 8},
-    "chid": {"epochs": 6, "batch_size": 8},
-    "cmrc2018": {"maxlen": 96, "stride": 48, "batch_size": 16, "epochs": 4},
-    "cluener": {"maxlen": 48, "epochs": 5},
+    "default": {"lr": 2e-2, "epochs": 12, "batch_size": 16, "maxlen": 64},
+    "wsc": {"epochs": 16},
+    "c3": {"maxlen": 64, "batch_size": 8, "epochs": 4},
+    "chid": {"epochs": 10, "batch_size": 8},
+    "cmrc2018": {"maxlen": 96, "stride": 48, "batch_size": 16, "epochs": 10},
+    "cluener": {"maxlen": 48, "epochs": 12},
 }
 
 
@@ -116,11 +116,11 @@ def _resolve(cfg: RunConfig):
 
 
 def _tiny_paths(cfg):
-    folder = os.path.join(default_cache_dir(), f"clue-tiny-{cfg.model}")
+    name = tiny_folder_name(cfg.model)
     try:
-        return ensure_tiny_checkpoint(folder, cfg.model)
+        return ensure_tiny_checkpoint(os.path.join(default_cache_dir(), name), cfg.model)
     except OSError:  # read-only home: keep it beside the results instead
-        return ensure_tiny_checkpoint(os.path.join(cfg.output, f"tiny-{cfg.model}"), cfg.model)
+        return ensure_tiny_checkpoint(os.path.join(cfg.output, name), cfg.model)
 
 
 def _input_order(model):

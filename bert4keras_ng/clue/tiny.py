@@ -18,7 +18,7 @@ import string
 import numpy as np
 
 __all__ = ["TINY_CONFIG", "TINY_MODELS", "default_cache_dir", "tiny_vocabulary",
-           "tiny_variables", "ensure_tiny_checkpoint"]
+           "tiny_config", "tiny_variables", "tiny_folder_name", "ensure_tiny_checkpoint"]
 
 TINY_CONFIG = {
     "hidden_size": 64,
@@ -159,6 +159,16 @@ def tiny_variables(model, config, seed=0):
     return out
 
 
+def tiny_folder_name(model):
+    """Cache folder name: the model type plus a digest of vocabulary and config, so that a
+    changed sample data set or tiny config never reuses a stale checkpoint."""
+    import hashlib
+
+    vocab = tiny_vocabulary()
+    blob = json.dumps([model, vocab, tiny_config(model, len(vocab))], ensure_ascii=False)
+    return f"clue-tiny-{model}-{hashlib.sha1(blob.encode('utf-8')).hexdigest()[:10]}"
+
+
 def ensure_tiny_checkpoint(folder=None, model="roformer", seed=0):
     """Create (once) a tiny ``model`` checkpoint under ``folder``; return its three paths.
 
@@ -167,7 +177,7 @@ def ensure_tiny_checkpoint(folder=None, model="roformer", seed=0):
     if model not in TINY_MODELS:
         raise ValueError(f"no tiny checkpoint for model={model!r}; expected one of "
                          f"{', '.join(TINY_MODELS)}")
-    folder = folder or os.path.join(default_cache_dir(), f"clue-tiny-{model}")
+    folder = folder or os.path.join(default_cache_dir(), tiny_folder_name(model))
     config_path = os.path.join(folder, "bert_config.json")
     prefix = os.path.join(folder, "bert_model.ckpt")
     vocab_path = os.path.join(folder, "vocab.txt")
