@@ -21,8 +21,7 @@ _PACKAGE = "bert4keras_ng"
 def _token_mask(token_ids):
     """Boolean (b, n): token id ≠ 0, with the first position always valid."""
     mask = ops.not_equal(token_ids, 0)
-    first = ops.arange(ops.shape(token_ids)[1]) == 0
-    return ops.logical_or(mask, first[None, :])
+    return ops.concatenate([ops.ones_like(mask[:, :1]), mask[:, 1:]], axis=1)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
