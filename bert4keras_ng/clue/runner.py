@@ -523,4 +523,9 @@ def main(argv=None):
     except D.ClueDataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        if type(e).__name__ != "CheckpointMismatchError":  # the loader's own message
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
