@@ -50,3 +50,18 @@ def test_make_optimizer_names():
         assert make_optimizer(name, 1e-3, grad_accum=2) is not None
     with pytest.raises(ValueError, match="adafactor, adamw, lion, tiger"):
         make_optimizer("sgd", 1e-3)
+
+
+def test_recipe_adafactor_with_accumulation_equals_averaged_steps():
+    import keras
+
+    rng = np.random.default_rng(3)
+    theta0 = rng.normal(size=(3, 2)).astype("float32")
+    grads = [rng.normal(size=(3, 2)).astype("float32") for _ in range(6)]
+    var = keras.Variable(theta0)
+    opt = RecipeAdaFactor(0.05, gradient_accumulation_steps=2)
+    for g in grads:
+        opt.apply([keras.ops.convert_to_tensor(g)], [var])
+    averaged = [(grads[i].astype("float64") + grads[i + 1]) / 2 for i in (0, 2, 4)]
+    expected = _reference(theta0, averaged, 0.05)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(var), expected, rtol=2e-5, atol=2e-6)

@@ -65,7 +65,7 @@ class RecipeAdaFactor(keras.optimizers.Optimizer):
         lr = ops.cast(learning_rate, dtype)
         g = ops.cast(ops.convert_to_tensor(gradient), dtype)  # dense, also for embeddings
         i = self._get_variable_index(variable)
-        t = ops.cast(self.iterations + 1, dtype)
+        t = ops.cast(self.iterations + 1, dtype)  # Keras counts updates, not micro-steps
         beta2 = 1.0 - ops.power(t, self.beta2_decay)
         g2 = ops.square(g) + self.epsilon1
         if self._v[i] is None:
