@@ -38,8 +38,8 @@ DEMO_SETTINGS = {
     "default": {"lr": 2e-2, "epochs": 12, "batch_size": 16, "maxlen": 64},
     "wsc": {"epochs": 16},
     "c3": {"maxlen": 64, "batch_size": 8, "epochs": 4},
-    "chid": {"epochs": 10, "batch_size": 8},
-    "cmrc2018": {"maxlen": 96, "stride": 48, "batch_size": 16, "epochs": 10},
+    "chid": {"epochs": 4, "batch_size": 8},
+    "cmrc2018": {"maxlen": 96, "stride": 48, "batch_size": 16, "epochs": 5},
     "cluener": {"maxlen": 48, "epochs": 12},
 }
 
