@@ -15,7 +15,7 @@ ATTENTION_NORMALIZATIONS = ("softmax", "squared_relu", "softmax_plus", "l2_softm
 ROPE_LAYOUTS = ("interleaved", "rotate_half")
 
 
-def _check_choice(argument, value, allowed):
+def check_choice(argument, value, allowed):
     """Raise a ValueError naming the argument and its allowed values when `value` is not one."""
     if value not in allowed:
         raise ValueError(
@@ -55,20 +55,20 @@ def attention_normalize(logits, mask=None, axis=-1, method="softmax", softmax_pl
     with the factor applied to unmasked logits only; 'l2_softmax' e^a / sqrt(sum e^2a).
     l counts valid keys in the row; a row without any valid key gives zeros.
     """
-    _check_choice("normalization", method, ATTENTION_NORMALIZATIONS)
+    check_choice("normalization", method, ATTENTION_NORMALIZATIONS)
     out_dtype = logits.dtype
     a = ops.cast(logits, "float32")
     if mask is not None:
         mask = ops.broadcast_to(ops.cast(mask, "bool"), ops.shape(a))
     if method == "squared_relu":
         l = ops.maximum(_valid_counts(mask, a, axis), 1.0)
-        probs = ops.square(ops.relu(a)) / l
+        probs = ops.relu(a) ** 2 / l
         if mask is not None:
             probs = ops.where(mask, probs, 0.0)
         return ops.cast(probs, out_dtype)
     if method == "softmax_plus":
         l = ops.maximum(_valid_counts(mask, a, axis), float(softmax_plus_clamp))
-        a = a * (ops.log(l) / math.log(512))
+        a = a * ops.log(l) / math.log(512)
     if mask is not None:
         row_valid = ops.any(mask, axis=axis, keepdims=True)
         a = ops.where(mask, a, -np.inf)
@@ -122,7 +122,7 @@ def apply_rotary_position_embeddings(sinusoidal, *tensors, layout="interleaved")
     x_i with x_{i+d/2} (GPT-NeoX/LLaMA), equal after per-head even-then-odd column permutation.
     Returns one tensor for one input, else a list.
     """
-    _check_choice("layout", layout, ROPE_LAYOUTS)
+    check_choice("layout", layout, ROPE_LAYOUTS)
     if not tensors:
         raise ValueError("apply_rotary_position_embeddings needs at least one tensor.")
     outputs = []

@@ -20,8 +20,8 @@ from keras import ops
 
 # Tolerances of mixed-precision outputs against float32, relative to max(1, max |float32 output|).
 MIXED_TOLERANCES = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
-# Tolerance of XLA against eager (same float32 weights, only kernel/fusion order differs).
-JIT_ATOL = 1e-5
+# Tolerances of XLA against eager (same float32 weights, only kernel/fusion order differs).
+JIT_ATOL, JIT_RTOL = 1e-5, 1e-5
 
 
 @contextlib.contextmanager
@@ -170,7 +170,8 @@ def check_mixed_precision(factory, inputs, masks=None, call_kwargs=None, policie
         assert_close_scaled(out, expected, MIXED_TOLERANCES[policy], msg=policy)
 
 
-def check_global_dtype_independence(factory, inputs, masks=None, call_kwargs=None, atol=1e-6):
+def check_global_dtype_independence(factory, inputs, masks=None, call_kwargs=None, atol=1e-6,
+                                    rtol=1e-6):
     """A float32 layer gives float32 and the same numbers whatever the global policy/floatx is."""
     ref_layer = factory(dtype="float32")
     expected = call_layer(ref_layer, inputs, masks, call_kwargs)
@@ -185,10 +186,11 @@ def check_global_dtype_independence(factory, inputs, masks=None, call_kwargs=Non
                 raise AssertionError(f"global float type leaked into call: {error}") from error
         for o, e in zip(flat(out), flat(expected)):
             assert o.dtype == e.dtype, f"output dtype {o.dtype} depends on the global float type"
-        assert_all_close(out, expected, atol=atol, msg="global float type leaked into call")
+        assert_all_close(out, expected, atol=atol, rtol=rtol,
+                         msg="global float type leaked into call")
 
 
-def check_jit(factory, inputs, masks=None, call_kwargs=None, atol=JIT_ATOL):
+def check_jit(factory, inputs, masks=None, call_kwargs=None, atol=JIT_ATOL, rtol=JIT_RTOL):
     """The layer compiled with XLA (tf.function(jit_compile=True)) equals eager execution."""
     layer = factory()
     expected = call_layer(layer, inputs, masks, call_kwargs)
@@ -203,7 +205,8 @@ def check_jit(factory, inputs, masks=None, call_kwargs=None, atol=JIT_ATOL):
             kwargs["mask"] = ms if isinstance(masks, (list, tuple)) else ms[0]
         return layer(xs if isinstance(inputs, (list, tuple)) else xs[0], **kwargs)
 
-    assert_all_close(run(tensors, mask_tensors), expected, atol=atol, msg="XLA vs eager")
+    assert_all_close(run(tensors, mask_tensors), expected, atol=atol, rtol=rtol,
+                     msg="XLA vs eager")
 
 
 def perturb_masked(inputs, mask, rng, scale=3.0):

@@ -3,10 +3,17 @@ invariance, RoPE's relative property, error messages and the shared layer checks
 
 import functools
 
+import keras
 import numpy as np
 import pytest
 
-from bert4keras_ng.layers import GatedAttentionUnit, MultiHeadAttention
+from bert4keras_ng.layers import (
+    Embedding,
+    FeedForward,
+    GatedAttentionUnit,
+    LayerNormalization,
+    MultiHeadAttention,
+)
 from tests import helpers as H
 from tests.test_backend import np_rope, np_sinusoid, np_t5_bucket
 
@@ -199,6 +206,9 @@ def test_mha_masks_and_weight_names():
     m = [MASK, None, MASK]
     assert layer.compute_mask([X, X, X], m)[0] is MASK
     assert MultiHeadAttention(2, 4).compute_mask([X, X, X], None) is None
+    single = MultiHeadAttention(2, 4)
+    np.testing.assert_array_equal(H.to_numpy(single([X, X, X], mask=MASK)),
+                                  H.to_numpy(single([X, X, X], mask=[MASK, MASK, MASK])))
 
 
 def test_mha_head_size_inferred_from_width():
@@ -293,4 +303,42 @@ def test_gau_cross_attention_uses_value_mask():
     assert out.shape == X.shape and np.isfinite(out).all()
     H.check_padding_invariance(
         lambda inp: layer([X, inp, inp], mask=[MASK, c_mask, c_mask])[:, :1],
-        c, c_mask[:, :1] | True, perturb=lambda inp, _, rng: H.perturb_masked(inp, c_mask, rng))
+        c, np.ones((B_, 1), bool), perturb=lambda inp, _, rng: H.perturb_masked(inp, c_mask, rng))
+
+
+def _tiny_block_model(tied_output=False):
+    """Embedding(mask_zero) → MHA(softmax_plus) → LayerNorm → FFN → GAU (→ tied projection)."""
+    ids_in = keras.Input((None,), dtype="int32")
+    embedding = Embedding(20, 8, mask_zero=True)
+    x = embedding(ids_in)
+    h = MultiHeadAttention(2, 4, normalization="softmax_plus")([x, x, x])
+    h = LayerNormalization()(h)
+    h = FeedForward(6, activation="gelu")(h)
+    out = GatedAttentionUnit(6, 4)(h)
+    if tied_output:
+        out = embedding(out, mode="dense")
+    return keras.Model(ids_in, out)
+
+
+def test_keras_implicit_masks_reach_attention_in_a_functional_block():
+    """Padded batch equals the unpadded sequences: Keras masks flow Embedding → MHA → ... → GAU."""
+    model = _tiny_block_model()
+    ids = np.array([[3, 4, 5, 0, 0], [0, 6, 7, 8, 9]], "int32")  # row 2: id 0 first stays valid
+    padded = H.to_numpy(model(ids))
+    short = H.to_numpy(model(ids[:1, :3]))
+    np.testing.assert_allclose(padded[0, :3], short[0], atol=1e-5)
+    np.testing.assert_allclose(H.to_numpy(model(ids[1:])), padded[1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_functional_block_with_tied_head_under_global_mixed_policy(policy):
+    """The block, including the tied output projection, runs finite under a global mixed policy."""
+    ids = np.array([[3, 4, 5, 0, 0], [0, 6, 7, 8, 9]], "int32")
+    reference = _tiny_block_model(tied_output=True)
+    expected = reference(ids)
+    with H.dtype_policy(policy):
+        model = _tiny_block_model(tied_output=True)
+    model.set_weights(reference.get_weights())
+    out = model(ids)
+    assert keras.backend.standardize_dtype(out.dtype) == policy.split("_")[1]
+    H.assert_close_scaled(out, expected, 3 * H.MIXED_TOLERANCES[policy], msg=policy)

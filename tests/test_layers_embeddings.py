@@ -70,7 +70,7 @@ def test_embedding_shared_checks():
     H.check_layer(functools.partial(Embedding, 10, 4, mask_zero=True), IDS,
                   expected_output_shape=(2, 5, 4))
     H.check_layer(functools.partial(Embedding, 10, 4), X, call_kwargs={"mode": "dense"},
-                  expected_output_shape=(2, 5, 10), run_saving=False)
+                  expected_output_shape=(2, 5, 10))
 
 
 def test_tied_embedding_model_saves_and_reloads():

@@ -134,7 +134,8 @@ class MultiHeadAttention(_AttentionBase):
     - p_bias: None; 'rotary' (input (b|1, n, Dk) sinusoid table); 'typical_relative' (NEZHA, input
       (n_q, n_k, Dk), adds ⟨q_i, R_ij⟩ to the logits and Σ_j A_ij R_ij to the output, needs
       Dv = Dk); 't5_relative' (input (n_q, n_k, heads) added to the logits).
-    The key padding mask is the mask of v; the output carries the mask of q. With
+    The key padding mask is the mask of v; the output carries the mask of q (a single mask tensor
+    serves as both). With
     return_attention_scores the output is [o, scaled logits before masking].
     head_size=None infers Dv = input width // heads.
     """
@@ -177,7 +178,7 @@ class MultiHeadAttention(_AttentionBase):
     def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
         self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
         (q, k, v), bias, position = _parse_inputs(self, inputs, 3, a_bias, p_bias, "q, k, v")
-        v_mask = mask[2] if isinstance(mask, (list, tuple)) else None
+        v_mask = mask[2] if isinstance(mask, (list, tuple)) else mask  # one mask: q = k = v
         qw = _split_heads(self.q_dense(q), self.heads, self.dk)
         kw = _split_heads(self.k_dense(k), self.heads, self.dk)
         vw = _split_heads(self.v_dense(v), self.heads, self.dv)
@@ -205,7 +206,7 @@ class MultiHeadAttention(_AttentionBase):
         return [o, logits] if self.return_attention_scores else o
 
     def compute_mask(self, inputs, mask=None):
-        q_mask = mask[0] if isinstance(mask, (list, tuple)) else None
+        q_mask = mask[0] if isinstance(mask, (list, tuple)) else mask
         return [q_mask, None] if self.return_attention_scores else q_mask
 
     def get_config(self):

@@ -7,7 +7,7 @@ from keras import ops
 from bert4keras_ng.layers.base import register
 
 
-def _feature_mask(mask, x):
+def _feature_mask(mask):
     """(b, n) mask as a float32 (b, n, 1) weight, or None."""
     return None if mask is None else ops.expand_dims(ops.cast(mask, "float32"), -1)
 
@@ -22,7 +22,7 @@ class GlobalAveragePooling1D(keras.layers.Layer):
 
     def call(self, inputs, mask=None):
         x = ops.cast(inputs, "float32")
-        weights = _feature_mask(mask, x)
+        weights = _feature_mask(mask)
         if weights is None:
             return ops.cast(ops.mean(x, axis=1), inputs.dtype)
         total = ops.sum(x * weights, axis=1)
