@@ -7,7 +7,6 @@
 Outputs are compared on real (non-padded) tokens with max abs error <= 1e-5.
 """
 
-import json
 import os
 
 import keras
@@ -15,76 +14,45 @@ import numpy as np
 import pytest
 
 from bert4keras_ng.models import build_transformer_model
-from bert4keras_ng.models.transformer import _weights_by_name
+from tests.model_cases import ATOL, CASES, as_list, build_case, real_token_error
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.join(HERE, "fixtures", "models")
 HF_FIXTURES = os.path.join(HERE, "fixtures", "models_hf")
-with open(os.path.join(FIXTURES, "cases.json")) as f:
-    SPEC = json.load(f)
-CASES = SPEC["cases"]
-ATOL = 1e-5
 
 
-def build_case(name, **overrides):
-    """Build a fixture case with bert4keras_ng; returns (builder, feed, expected outputs)."""
-    record = CASES[name]
-    directory = os.path.join(FIXTURES, record["checkpoint"])
-    data = np.load(os.path.join(FIXTURES, name + ".npz"))
-    kwargs = dict(record["kwargs"])
-    kwargs.update(overrides)
-    if "condition" in record["inputs"]:
-        condition = keras.Input(shape=(8,), name="Input-Condition")
-        kwargs.update(layer_norm_cond=condition, additional_input_layers=condition)
-    builder = build_transformer_model(
-        os.path.join(directory, "bert_config.json"),
-        os.path.join(directory, "bert_model.ckpt"),
-        model=record["model"],
-        application=record["application"],
-        return_keras_model=False,
-        **kwargs,
-    )
-    # weights no checkpoint holds (conditional LayerNorm projections), as bert4keras had them
-    for key in data.files:
-        if key.startswith("extra/"):
-            _, layer_name, weight_name = key.split("/", 2)
-            _weights_by_name(builder.layers[layer_name])[weight_name].assign(data[key])
-    feed = [data["input/" + k] for k in record["inputs"]]
-    expected = [data["output/%d" % i] for i in range(len(record["outputs"]))]
-    return builder, feed, expected
+# One case per family and feature runs in the fast suite; the rest are marked slow.
+FAST = {
+    "bert_pool_nsp_mlm",
+    "bert_unilm",
+    "bert_keep_tokens",
+    "bert_conditional_ln",
+    "albert_pool_nsp_mlm",
+    "albert_unshared_mlm",
+    "nezha_mlm",
+    "electra_discriminator",
+    "roformer_pool_mlm",
+    "roformer_v2_mlm",
+    "gau_alpha_unilm",
+}
+PARAMS = [
+    pytest.param(name, marks=() if name in FAST else pytest.mark.slow) for name in sorted(CASES)
+]
 
 
-def real_token_error(actual, expected, token_ids):
-    """Max abs error over real tokens for (b, n, ...) outputs, over everything for (b, ...)."""
-    actual = np.asarray(actual, dtype="float64")
-    expected = np.asarray(expected, dtype="float64")
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    if actual.ndim >= 3 and actual.shape[1] == token_ids.shape[1]:
-        return float(np.abs(actual - expected)[token_ids != 0].max())
-    return float(np.abs(actual - expected).max())
-
-
-def as_list(x):
-    return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", PARAMS)
 def test_matches_bert4keras(name):
     builder, feed, expected = build_case(name)
+    # the public layer names and the number of weights are bert4keras'
+    ours = {layer.name for layer in builder.model.layers}
+    theirs = set(CASES[name]["layer_names"])
+    assert ours == theirs, "layers only ours: %s; only bert4keras: %s" % (
+        sorted(ours - theirs), sorted(theirs - ours))
+    assert len(builder.model.weights) == CASES[name]["num_weights"]
     outputs = as_list(builder.model(feed if len(feed) > 1 else feed[0], training=False))
     assert len(outputs) == len(expected), "number of model outputs differs from bert4keras"
     for i, (out, ref) in enumerate(zip(outputs, expected)):
         err = real_token_error(keras.ops.convert_to_numpy(out), ref, feed[0])
         assert err <= ATOL, "%s output %d: max abs err %.3g vs bert4keras" % (name, i, err)
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_layer_names_and_weight_count_match_bert4keras(name):
-    builder, _, _ = build_case(name)
-    ours = {layer.name for layer in builder.model.layers}
-    theirs = set(CASES[name]["layer_names"])
-    assert ours == theirs, "only ours: %s; only bert4keras: %s" % (sorted(ours - theirs), sorted(theirs - ours))
-    assert len(builder.model.weights) == CASES[name]["num_weights"]
 
 
 @pytest.mark.parametrize("kind", ["bert", "roformer"])

@@ -141,6 +141,12 @@ class PositionEmbedding(_PositionMerge):
         x, ids = self._split(inputs)
         table = ops.cast(self.embeddings, x.dtype)
         if ids is None and not self.hierarchical:
+            length = x.shape[1]
+            if isinstance(length, int) and length > self.input_dim:
+                raise ValueError(
+                    f"{self.name}: sequence length {length} exceeds the {self.input_dim} learned "
+                    f"positions (max_position_embeddings); truncate the inputs or use "
+                    f"hierarchical=True.")
             return self._merge(x, table[None, : ops.shape(x)[1]])
         if ids is None:
             ids = ops.arange(ops.shape(x)[1], dtype="int32")[None]
