@@ -23,10 +23,16 @@ Contents
 - :func:`rdrop_kl` and :func:`rdrop_crossentropy` — R-Drop on an adjacently duplicated batch.
 - :func:`cosent_loss` (vectors) and :func:`cosent_ranking_loss` (similarity scores).
 - :func:`multiple_choice_crossentropy` — one score per choice, reshaped to (-1, k).
+- :class:`MultipleChoiceCrossentropy`, :class:`CoSENTLoss` — serialisable Keras ``Loss``
+  objects for the two parametrised losses (all the functions are registered too, so models
+  compiled with them reload with ``keras.saving.load_model``).
 - :func:`adversarial_training` — FGM on the token embedding matrix of a compiled model.
 """
 
+import functools
+
 import keras
+import numpy as np
 from keras import ops
 
 __all__ = [
@@ -42,10 +48,15 @@ __all__ = [
     "cosent_loss",
     "cosent_ranking_loss",
     "multiple_choice_crossentropy",
+    "MultipleChoiceCrossentropy",
+    "CoSENTLoss",
     "adversarial_training",
 ]
 
 _NEG_INF = float("-inf")
+
+# registered so that models compiled with these losses reload with keras.saving.load_model
+_register = keras.saving.register_keras_serializable(package="bert4keras_ng")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -59,7 +70,10 @@ def _float32(x):
 
 
 def _static_shape(x):
-    return tuple(getattr(x, "shape", ()) or ())
+    shape = getattr(x, "shape", None)
+    if shape is None:  # Python lists and scalars
+        shape = np.shape(x)
+    return tuple(None if d is None else int(d) for d in shape)
 
 
 def _check_same_shape(y_true, y_pred, fn_name):
@@ -114,6 +128,7 @@ def _safe_log(x):
 # ------------------------------------------------------------- multilabel crossentropy
 
 
+@_register
 def multilabel_categorical_crossentropy(y_true, y_pred):
     """Multilabel categorical crossentropy with hard 0/1 labels (kexue.fm post 7359).
 
@@ -138,6 +153,7 @@ def multilabel_categorical_crossentropy(y_true, y_pred):
     return _logsumexp_with_zero(neg) + _logsumexp_with_zero(pos)
 
 
+@_register
 def soft_multilabel_categorical_crossentropy(y_true, y_pred):
     """Multilabel categorical crossentropy with soft labels ``t`` in [0, 1] (post 9064).
 
@@ -158,6 +174,7 @@ def soft_multilabel_categorical_crossentropy(y_true, y_pred):
     return _logsumexp_with_zero(neg) + _logsumexp_with_zero(pos)
 
 
+@_register
 def sparse_multilabel_categorical_crossentropy(y_true, y_pred, mask_zero=False, epsilon=1e-7):
     """Sparse multilabel categorical crossentropy (GPLinker style).
 
@@ -218,6 +235,7 @@ def _check_rank4(y_pred, fn_name):
         )
 
 
+@_register
 def global_pointer_crossentropy(y_true, y_pred):
     """GlobalPointer loss (post 8373): multilabel CE over the ``n * n`` cells of every head.
 
@@ -237,6 +255,7 @@ def global_pointer_crossentropy(y_true, y_pred):
     return ops.mean(multilabel_categorical_crossentropy(y, s), axis=1)
 
 
+@_register
 def sparse_global_pointer_crossentropy(y_true, y_pred, mask_zero=True):
     """Sparse GlobalPointer loss (GPLinker): gold spans given as (start, end) index pairs.
 
@@ -266,6 +285,7 @@ def sparse_global_pointer_crossentropy(y_true, y_pred, mask_zero=True):
     return ops.mean(loss, axis=1)
 
 
+@_register
 def global_pointer_kl(s, t):
     """Symmetric "KL" between two GlobalPointer outputs (post 9039).
 
@@ -297,6 +317,7 @@ def _check_even_batch(x, fn_name):
         )
 
 
+@_register
 def rdrop_global_pointer_kl(y_pred):
     """R-Drop consistency term for GlobalPointer on an adjacently duplicated batch.
 
@@ -307,6 +328,7 @@ def rdrop_global_pointer_kl(y_pred):
     return global_pointer_kl(y_pred[::2], y_pred[1::2])
 
 
+@_register
 def rdrop_kl(y_pred, from_logits=False):
     """Symmetric KL of R-Drop (post 8496) on an adjacently duplicated batch.
 
@@ -333,6 +355,7 @@ def rdrop_kl(y_pred, from_logits=False):
     return ops.sum((pa - pb) * diff, axis=-1)
 
 
+@_register
 def rdrop_crossentropy(y_true, y_pred, alpha=4.0, from_logits=False):
     """Sparse categorical crossentropy plus the R-Drop term, per row (batch,).
 
@@ -356,6 +379,7 @@ def rdrop_crossentropy(y_true, y_pred, alpha=4.0, from_logits=False):
 # --------------------------------------------------------------------- CoSENT, choices
 
 
+@_register
 def cosent_ranking_loss(y_true, scores):
     """CoSENT ranking loss on given pair scores (post 8847).
 
@@ -382,6 +406,7 @@ def cosent_ranking_loss(y_true, scores):
     return _logsumexp_with_zero(ops.reshape(diff, (1, -1)))[0]
 
 
+@_register
 def cosent_loss(y_true, y_pred, scale=20.0):
     """CoSENT loss (post 8847) on sentence vectors of interleaved pairs.
 
@@ -408,6 +433,7 @@ def cosent_loss(y_true, y_pred, scale=20.0):
     return cosent_ranking_loss(labels, scale * cos)
 
 
+@_register
 def multiple_choice_crossentropy(y_true, y_pred, num_choices):
     """Crossentropy for multiple-choice tasks scored one choice per row.
 
@@ -440,6 +466,48 @@ def multiple_choice_crossentropy(y_true, y_pred, num_choices):
     labels = ops.reshape(ops.cast(y_true, "int32"), (ops.shape(s)[0], -1))[:, :1]
     logp = s - _masked_logsumexp(s, axis=-1, keepdims=True)
     return -ops.take_along_axis(logp, labels, axis=-1)[:, 0]
+
+
+# ------------------------------------------------- serialisable parametrised losses
+
+
+@_register
+class MultipleChoiceCrossentropy(keras.losses.Loss):
+    """:func:`multiple_choice_crossentropy` as a serialisable Keras loss with ``num_choices``."""
+
+    def __init__(self, num_choices, name="multiple_choice_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if isinstance(num_choices, bool) or int(num_choices) != num_choices or num_choices < 1:
+            raise ValueError(
+                f"MultipleChoiceCrossentropy: `num_choices` must be an integer >= 1; got "
+                f"{num_choices!r}."
+            )
+        self.num_choices = int(num_choices)
+
+    def call(self, y_true, y_pred):
+        return multiple_choice_crossentropy(y_true, y_pred, self.num_choices)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_choices": self.num_choices})
+        return config
+
+
+@_register
+class CoSENTLoss(keras.losses.Loss):
+    """:func:`cosent_loss` as a serialisable Keras loss with its ``scale`` (lambda)."""
+
+    def __init__(self, scale=20.0, name="cosent_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.scale = float(scale)
+
+    def call(self, y_true, y_pred):
+        return cosent_loss(y_true, y_pred, scale=self.scale)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale})
+        return config
 
 
 # ------------------------------------------------------------------------------- FGM
@@ -504,6 +572,13 @@ def adversarial_training(model, embedding_name="Embedding-Token", epsilon=1.0):
         embeddings = weights[0]
     eps = float(epsilon)
     base_train_step = model.train_step
+    call_has_training = getattr(model, "_call_has_training_arg", True)
+    # Keras' wrapper passes `training` only to compute_loss overrides that accept it
+    compute_loss = getattr(model, "_compute_loss", None)
+    if compute_loss is None:
+        compute_loss = model.compute_loss
+    else:
+        compute_loss = functools.partial(compute_loss, training=True)
 
     def train_step(data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -511,13 +586,8 @@ def adversarial_training(model, embedding_name="Embedding-Token", epsilon=1.0):
         saved = [tf.identity(v.value) for v in metric_vars]
         with tf.GradientTape() as tape:
             tape.watch(embeddings.value)
-            if model._call_has_training_arg:
-                y_pred = model(x, training=True)
-            else:
-                y_pred = model(x)
-            loss = model._compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
+            y_pred = model(x, training=True) if call_has_training else model(x)
+            loss = compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
             if model.optimizer is not None:
                 loss = model.optimizer.scale_loss(loss)
         grad = tape.gradient(loss, embeddings.value)

@@ -377,3 +377,59 @@ def test_adversarial_training_epsilon_zero_is_plain_training_and_errors():
         L.adversarial_training(b, "Embedding-Nope")
     with pytest.raises(ValueError, match="epsilon"):
         L.adversarial_training(b, epsilon=-1)
+
+
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+def test_model_compiled_with_a_loss_reloads(tmp_path):
+    from bert4keras_ng.layers import GlobalPointer
+
+    inp = keras.Input((None, 4))
+    model = keras.Model(inp, GlobalPointer(2, 4)(inp))
+    model.compile("adam", loss=L.global_pointer_crossentropy)
+    path = str(tmp_path / "gp.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(12).normal(size=(2, 3, 4)).astype("float32")
+    y = np.zeros((2, 2, 3, 3), "float32")
+    y[:, 0, 0, 1] = 1
+    np.testing.assert_allclose(loaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0),
+                               rtol=1e-6)
+
+
+def test_parametrised_loss_objects_round_trip():
+    rng = np.random.default_rng(13)
+    s = rng.normal(size=(6, 1)).astype("float32")
+    labels = np.array([1, 0])
+    loss = L.MultipleChoiceCrossentropy(3)
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(clone, L.MultipleChoiceCrossentropy) and clone.num_choices == 3
+    expected = np_(L.multiple_choice_crossentropy(labels, s, 3)).mean()
+    np.testing.assert_allclose(np_(clone(labels, s)), expected, rtol=1e-6)
+    v = rng.normal(size=(4, 5)).astype("float32")
+    y = np.array([1, 1, 0, 0])
+    cos = L.CoSENTLoss(scale=10)
+    clone = keras.losses.deserialize(keras.losses.serialize(cos))
+    assert clone.scale == 10.0
+    np.testing.assert_allclose(np_(clone(y, v)), np_(L.cosent_loss(y, v, scale=10)), rtol=1e-6)
+    with pytest.raises(ValueError, match="num_choices"):
+        L.MultipleChoiceCrossentropy(0)
+
+
+def test_adversarial_training_under_mixed_float16_loss_scaling():
+    from tests.helpers import dtype_policy
+
+    x, y = _fgm_data()
+    with dtype_policy("mixed_float16"):
+        model = _fgm_model(2)
+        model.compile(optimizer="adam",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    emb = model.get_layer("Embedding-Token").embeddings
+    before = emb.numpy().copy()
+    L.adversarial_training(model, epsilon=1.0)
+    hist = model.fit(x, y, epochs=2, batch_size=3, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    after = emb.numpy()
+    assert np.isfinite(after).all() and emb.dtype == "float32"
+    # Adam moves each touched row by about the learning rate; delta was removed again
+    assert 0 < np.abs(after - before).max() < 0.05

@@ -208,7 +208,10 @@ class ConditionalRandomField(keras.layers.Layer):
         model.compile(loss=crf.sparse_loss, metrics=[crf.sparse_accuracy], ...)
         decoder = crf.viterbi_decoder()          # or ViterbiDecoder(crf.transitions())
 
-    Everything inside the losses is float32, whatever the emission dtype.
+    Everything inside the losses is float32, whatever the emission dtype. A model compiled
+    with these bound-method losses saves to ``.keras`` but must be reloaded with
+    ``keras.saving.load_model(path, compile=False)`` and compiled again with the reloaded
+    layer's methods (Keras cannot serialise bound methods).
 
     Args:
         lr_multiplier: the transition matrix is stored divided by ``lr_multiplier`` and used
@@ -327,14 +330,30 @@ class ConditionalRandomField(keras.layers.Layer):
         """log Z by the forward algorithm (float32), holding the state over masked steps."""
         trans = self.trans[None]  # (1, C, C)
 
-        def step(alpha, inputs):
-            e_t, m_t = inputs
+        def advance(alpha, e_t, m_t):
             nxt = ops.logsumexp(alpha[:, :, None] + trans, axis=1) + e_t
-            alpha = ops.where(m_t[:, None], nxt, alpha)
-            return alpha, alpha
+            return ops.where(m_t[:, None], nxt, alpha)
 
-        xs = (ops.transpose(emissions[:, 1:], (1, 0, 2)), ops.transpose(valid[:, 1:], (1, 0)))
-        alpha, _ = ops.scan(step, emissions[:, 0], xs)
+        if keras.config.backend() == "tensorflow":
+            # a while loop with a bound: differentiable under XLA (fixed-size accumulators)
+            n = ops.shape(emissions)[1]
+
+            def body(t, alpha):
+                e_t = ops.take(emissions, t, axis=1)
+                m_t = ops.take(valid, t, axis=1)
+                return t + 1, advance(alpha, e_t, m_t)
+
+            _, alpha = ops.while_loop(
+                lambda t, alpha: t < n, body, (1, emissions[:, 0]), maximum_iterations=n - 1
+            )
+        else:  # jax.lax.while_loop has no reverse-mode gradient; scan does
+
+            def step(alpha, inputs):
+                alpha = advance(alpha, *inputs)
+                return alpha, alpha
+
+            xs = (ops.transpose(emissions[:, 1:], (1, 0, 2)), ops.transpose(valid[:, 1:], (1, 0)))
+            alpha, _ = ops.scan(step, emissions[:, 0], xs)
         return ops.logsumexp(alpha, axis=-1)
 
     def dense_loss(self, y_true, y_pred):
