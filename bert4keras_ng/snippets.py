@@ -247,7 +247,9 @@ def parallel_apply_generator(
     At most ``max_queue_size`` inputs are in flight at a time. ``random_seeds``: ``True`` (or
     None/False) leaves NumPy's seed alone; a list seeds process ``k`` with ``random_seeds[k]``
     (threads share NumPy's global state, so with ``dummy=True`` only the first seed is used).
-    With processes, ``func`` must be picklable (a module-level function).
+    With processes and the 'fork' start method (the Linux default before Python 3.14) any
+    callable works, closures included; with 'spawn'/'forkserver' it must be picklable (a
+    module-level function). Exceptions raised by ``func`` propagate to the caller.
     """
     from concurrent.futures import FIRST_COMPLETED, wait
 
@@ -483,6 +485,20 @@ def softmax(x, axis=-1):
     return x / x.sum(axis=axis, keepdims=True)
 
 
+def _map_over_types(fn, types, shapes):
+    """Apply ``fn(type, shape)`` over the (tuple/list/dict) structure of ``types``; ``shapes``
+    has the same structure, with a list of dimensions (or TensorShape) at each leaf."""
+    if isinstance(types, dict):
+        return {k: _map_over_types(fn, types[k], shapes[k]) for k in types}
+    if isinstance(types, (list, tuple)):
+        if len(types) != len(shapes):
+            raise ValueError(
+                "types and shapes must have the same structure: %r vs %r" % (types, shapes)
+            )
+        return tuple(_map_over_types(fn, t, s) for t, s in zip(types, shapes))
+    return fn(types, shapes)
+
+
 class DataGenerator:
     """Batch generator template (subclass it and implement ``__iter__(self, random=False)``).
 
@@ -579,16 +595,15 @@ class DataGenerator:
             types = wrap(names, types)
             shapes = wrap(names, shapes)
 
-        def spec(t, s):
-            return tf.TensorSpec(shape=s, dtype=t)
-
+        # Shapes are leaves here (lists of dims), so map over the structure of ``types``.
+        shapes = _map_over_types(lambda t, s: tf.TensorShape(s), types, shapes)
         if padded_batch:
-            loose = tf.nest.map_structure(
-                lambda t, s: tf.TensorSpec(shape=[None] * len(s), dtype=t), types, shapes
+            loose = _map_over_types(
+                lambda t, s: tf.TensorSpec(shape=[None] * s.rank, dtype=t), types, shapes
             )
             dataset = tf.data.Dataset.from_generator(generator, output_signature=loose)
             return dataset.padded_batch(self.batch_size, shapes)
-        signature = tf.nest.map_structure(spec, types, shapes)
+        signature = _map_over_types(lambda t, s: tf.TensorSpec(shape=s, dtype=t), types, shapes)
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
         return dataset.batch(self.batch_size)
 
@@ -596,9 +611,12 @@ class DataGenerator:
         """A ``keras.utils.PyDataset`` yielding this generator's batches (for ``model.fit``).
 
         Batches come from ``__iter__(random)``; ``len()`` is ``len(self)``. Each epoch restarts
-        the iteration. ``kwargs`` go to ``PyDataset`` (``workers``, ``use_multiprocessing``,
-        ``max_queue_size``); keep the defaults (in-process) for stateful generators.
+        the iteration. ``kwargs`` go to ``PyDataset`` (``workers``, ``max_queue_size``); thread
+        workers are safe (batches are still produced in order), ``use_multiprocessing=True`` is
+        not supported.
         """
+        import threading
+
         import keras
 
         generator = self
@@ -606,32 +624,38 @@ class DataGenerator:
         class _Batches(keras.utils.PyDataset):
             def __init__(self):
                 super().__init__(**kwargs)
-                self._cache = []
+                self._cache = {}
+                self._next_index = 0
                 self._iterator = None
+                self._lock = threading.Lock()
 
             def __len__(self):
                 return len(generator)
 
-            def _refill(self):
-                self._iterator = generator.__iter__(random)
-                self._cache = []
-
             def __getitem__(self, index):
-                if index == 0 or self._iterator is None:
-                    self._refill()
-                while len(self._cache) <= index:
-                    try:
-                        self._cache.append(next(self._iterator))
-                    except StopIteration:
-                        raise IndexError(
-                            "batch %d requested but the generator produced only %d"
-                            % (index, len(self._cache))
-                        )
-                batch = self._cache[index]
-                self._cache[index] = None
-                return batch
+                # Batches are produced in order by the generator; requests may come in any
+                # order (and from several threads), so earlier ones are kept until asked for.
+                with self._lock:
+                    if self._iterator is None or (index == 0 and 0 not in self._cache
+                                                  and self._next_index > 0):
+                        self._iterator = generator.__iter__(random)
+                        self._cache, self._next_index = {}, 0
+                    while index not in self._cache:
+                        if index < self._next_index:
+                            raise IndexError("batch %d was already consumed" % index)
+                        try:
+                            batch = next(self._iterator)
+                        except StopIteration:
+                            raise IndexError(
+                                "batch %d requested but the generator produced only %d"
+                                % (index, self._next_index)
+                            ) from None
+                        self._cache[self._next_index] = batch
+                        self._next_index += 1
+                    return self._cache.pop(index)
 
             def on_epoch_end(self):
-                self._iterator = None
+                with self._lock:
+                    self._iterator = None
 
         return _Batches()
