@@ -41,6 +41,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4keras_ng import backend
+
 __all__ = [
     "Adam",
     "AdamW",
@@ -50,7 +52,6 @@ __all__ = [
     "AdaFactor",
     "Tiger",
     "PiecewiseLinear",
-    "piecewise_linear",
     "extend_with_weight_decay",
     "extend_with_layer_adaptation",
     "extend_with_piecewise_linear_lr",
@@ -127,19 +128,10 @@ def _normalize_schedule(schedule, argument="schedule"):
     return pairs
 
 
-def piecewise_linear(step, schedule):
-    """Evaluate a piecewise-linear ``{step: value}`` schedule at ``step`` (a tensor).
-
-    Linear between keys, constant after the last key, (0, 0) prepended when the first key is not
-    0.  Computed in float32 without branches (XLA friendly).
-    """
-    pairs = _normalize_schedule(schedule)
-    t = ops.cast(step, "float32")
-    value = ops.convert_to_tensor(pairs[0][1], dtype="float32")
-    for (t0, v0), (t1, v1) in zip(pairs[:-1], pairs[1:]):
-        fraction = ops.clip((t - float(t0)) / float(t1 - t0), 0.0, 1.0)
-        value = value + fraction * float(v1 - v0)
-    return value
+def _piecewise_linear(step, schedule):
+    """Validated ``schedule`` evaluated at ``step`` with :func:`bert4keras_ng.backend.piecewise_linear`
+    (float32, branch-free, XLA friendly)."""
+    return backend.piecewise_linear(step, dict(_normalize_schedule(schedule)))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -158,7 +150,7 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
         self.schedule = {int(k): float(v) for k, v in schedule.items()}
 
     def __call__(self, step):
-        return piecewise_linear(step, self.schedule)
+        return _piecewise_linear(step, self.schedule)
 
     def get_config(self):
         # String keys: configs go through JSON, whose object keys are strings.
@@ -359,7 +351,7 @@ class Tiger(_PathAwareMixin, keras.optimizers.Optimizer):
         m_new = beta_1 * _snapshot(m) + beta_2 * g
         self.assign(m, m_new)
 
-        alpha = ops.cast(learning_rate, "float32") * piecewise_linear(step, self.lr_schedule)
+        alpha = ops.cast(learning_rate, "float32") * _piecewise_linear(step, self.lr_schedule)
         alpha = ops.cast(alpha * is_update, dtype)
         if kind == "half":
             eta = 0.5 * alpha
@@ -637,6 +629,9 @@ class _GradientAccumulation:
     Configures Keras's ``gradient_accumulation_steps``: gradients are summed, and every k-th
     call applies one update with their average, so k micro-batches equal one step on the
     k-times larger batch (for a mean-reduced loss).  ``grad_accum_steps=1`` disables it.
+    Keras's accumulation cannot run under ``tf.distribute`` with several replicas
+    (keras-team/keras#20582); building such an optimizer there raises a ``ValueError`` that
+    points to Tiger's buffer-free accumulation.
     """
 
     def __init__(self, *args, grad_accum_steps=2, **kwargs):
@@ -644,6 +639,19 @@ class _GradientAccumulation:
         kwargs.pop("gradient_accumulation_steps", None)
         super().__init__(*args, gradient_accumulation_steps=steps if steps > 1 else None, **kwargs)
         self.grad_accum_steps = steps
+
+    def _b4k_setup(self, var_list):
+        super()._b4k_setup(var_list)
+        strategy = getattr(self, "_distribution_strategy", None)
+        replicas = getattr(strategy, "num_replicas_in_sync", 1)
+        if self.gradient_accumulation_steps and replicas > 1:
+            raise ValueError(
+                f"grad_accum_steps={self.grad_accum_steps} uses Keras's gradient accumulation, "
+                f"which does not run under tf.distribute with {replicas} replicas (its "
+                "conditional update contains the gradient all-reduce; keras-team/keras#20582). "
+                "Use Tiger(grad_accum_steps=k), whose accumulation needs no conditional, or a "
+                "larger global batch."
+            )
 
     def get_config(self):
         config = super().get_config()
@@ -721,7 +729,7 @@ def extend_with_exponential_moving_average(BaseOptimizer, name=None):
 class _Lookahead:
     """Lookahead (arXiv 1907.08610): ``steps_per_slow_update=5`` (k), ``slow_step_size=0.5``.
 
-    Slow weights start as a copy of the weights; after every k-th update
+    Slow weights start as the weights before the first update; after every k-th update
     ``slow <- slow + alpha * (theta - slow)`` and ``theta <- slow``.
     """
 
@@ -743,14 +751,7 @@ class _Lookahead:
 
     def _b4k_setup(self, var_list):
         super()._b4k_setup(var_list)
-        slow = []
-        for variable in var_list:
-            slow.append(
-                self.add_variable_from_reference(
-                    variable, name="slow", initializer=_CopyOf(variable)
-                )
-            )
-        self._b4k_slow = slow
+        self._b4k_slow = self.add_optimizer_variables(var_list, "slow")
 
     def _b4k_active(self, index):
         return True
@@ -759,7 +760,10 @@ class _Lookahead:
         new = super()._b4k_transform(index, old, new, gradient, learning_rate)
         slow = self._b4k_slow[index]
         sync = ops.equal((self.iterations + 1) % self.steps_per_slow_update, 0)
-        slow_value = _snapshot(slow)
+        # The slow weights start as the weights before the first update (so weights loaded
+        # after compile() count), without a value-dependent initializer (XLA-safe).
+        first = ops.equal(self.iterations, 0)
+        slow_value = ops.where(first, old, _snapshot(slow))
         moved = slow_value + ops.cast(self.slow_step_size, new.dtype) * (new - slow_value)
         slow_next = ops.where(sync, moved, slow_value)
         self.assign(slow, slow_next)
@@ -770,16 +774,6 @@ class _Lookahead:
         config["steps_per_slow_update"] = self.steps_per_slow_update
         config["slow_step_size"] = self.slow_step_size
         return config
-
-
-class _CopyOf:
-    """Initializer returning the current value of a variable (slow weights start there)."""
-
-    def __init__(self, variable):
-        self.variable = variable
-
-    def __call__(self, shape, dtype=None):
-        return ops.cast(_snapshot(self.variable), dtype or self.variable.dtype)
 
 
 def extend_with_lookahead(BaseOptimizer, name=None):

@@ -522,3 +522,25 @@ def test_constant_loss_scale_factor_in_float32():
     assert float(O.Tiger(loss_scale_factor=8.0).scale_loss(2.0)) == 16.0
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_file_round_trip_keeps_composed_optimizer_state(tmp_path):
+    cls = O.extend_with_exponential_moving_average(O.extend_with_lookahead(
+        O.extend_with_weight_decay(O.Adam)), name="AdamWDLookaheadEMA")
+    x, y = _tiny_regression_data(8)
+    model = _tiny_model(5)
+    model.compile(optimizer=cls(learning_rate=0.01, steps_per_slow_update=2, ema_momentum=0.5),
+                  loss="mse")
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.optimizer) is cls
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Training continues identically from the restored state.
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    loaded.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -1,0 +1,341 @@
+"""How fast do our BERT and RoFormer fine-tune and run forward, next to keras-hub and bert4keras?
+
+One run times, for each implementation and precision mode,
+  * a fine-tuning step (``train_on_batch``: forward, loss, backward, AdamW update) and
+  * a forward pass (``predict_on_batch``)
+of a BERT-base shaped encoder (12 layers, hidden 768, 12 heads, FFN 3072, vocabulary 21128,
+batch 8 x 128, dropout 0.1, a first-token float32 softmax classifier) for
+  * bert4keras_ng BERT and RoFormer (this repository, Keras 3),
+  * keras-hub ``BertBackbone`` (Keras 3; reference for the ratios),
+  * bert4keras 0.11.5 BERT and RoFormer (tf_keras, with tf_keras's AdamW since bert4keras's
+    optimizer wrappers need the legacy optimizer API; run in a subprocess with the reference
+    venv's python, ``--bert4keras-python``),
+in float32, float32 + XLA (``jit_compile=True``) and mixed_bfloat16 (``--modes`` to choose).
+It prints milliseconds per step, the ratio to keras-hub's time in the same mode, and achieved
+GFLOP/s (analytic matmul FLOPs: forward 2*T*12*L*d^2 + 4*L*B*n^2*d, training 3x forward)
+next to the machine's matmul peak measured at the start (float32 and bfloat16 GEMM).
+
+    python benchmarks/bench_training_speed.py --quick      # 2 small layers, checks the script
+    python benchmarks/bench_training_speed.py              # BERT-base shape
+
+Figures are medians over ``--steps`` timed calls after ``--warmup`` untimed ones.  On a shared
+machine expect noise; compare ratios measured in the same run only.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+MODES = {
+    "float32": {"policy": "float32", "jit": False},
+    "float32_xla": {"policy": "float32", "jit": True},
+    "mixed_bfloat16": {"policy": "mixed_bfloat16", "jit": False},
+    "mixed_bfloat16_xla": {"policy": "mixed_bfloat16", "jit": True},
+}
+
+
+def shape_config(args):
+    if args.quick:
+        return dict(layers=2, hidden=256, heads=4, ffn=1024, vocab=21128, batch=2, length=64)
+    return dict(layers=12, hidden=768, heads=12, ffn=3072, vocab=21128, batch=8, length=128)
+
+
+def flops(cfg):
+    """Analytic matmul FLOPs of one forward pass (embeddings lookups and softmax ignored)."""
+    tokens = cfg["batch"] * cfg["length"]
+    d, layers = cfg["hidden"], cfg["layers"]
+    dense = 2 * tokens * layers * (4 * d * d + 2 * d * cfg["ffn"])
+    attention = 4 * layers * cfg["batch"] * cfg["length"] ** 2 * d
+    return dense + attention
+
+
+def inputs(cfg, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, cfg["vocab"], size=(cfg["batch"], cfg["length"])).astype("int32")
+    segments = np.zeros_like(tokens)
+    labels = rng.integers(0, 2, size=(cfg["batch"],)).astype("int32")
+    return tokens, segments, labels
+
+
+def time_calls(fn, warmup, steps):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_peak(size, repeats=5):
+    """Median GFLOP/s of an n x n GEMM in float32 and bfloat16 (tf.function, no XLA)."""
+    import tensorflow as tf
+
+    result = {}
+    for dtype in ["float32", "bfloat16"]:
+        a = tf.random.normal((size, size), dtype="float32")
+        a = tf.cast(a, dtype)
+        b = tf.cast(tf.random.normal((size, size)), dtype)
+        matmul = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y), "float32")))
+        seconds = time_calls(lambda: matmul(a, b).numpy(), 2, repeats)
+        result[dtype] = 2 * size**3 / seconds / 1e9
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras 3 implementations (this process)
+# ---------------------------------------------------------------------------------------------
+
+
+def build_ours(family, cfg):
+    import keras
+
+    from bert4keras_ng.layers import FirstTokenPooling
+    from bert4keras_ng.models import build_transformer_model
+
+    encoder = build_transformer_model(
+        model=family,
+        vocab_size=cfg["vocab"],
+        hidden_size=cfg["hidden"],
+        num_hidden_layers=cfg["layers"],
+        num_attention_heads=cfg["heads"],
+        intermediate_size=cfg["ffn"],
+        hidden_act="gelu",
+        max_position_embeddings=512,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    )
+    pooled = FirstTokenPooling(name="Pooler")(encoder.output)
+    probs = keras.layers.Dense(2, activation="softmax", dtype="float32", name="Classifier")(pooled)
+    model = keras.Model(encoder.inputs, probs)
+    return model, lambda t, s: [t, s]
+
+
+def build_keras_hub(cfg):
+    import keras
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=cfg["vocab"],
+        num_layers=cfg["layers"],
+        num_heads=cfg["heads"],
+        hidden_dim=cfg["hidden"],
+        intermediate_dim=cfg["ffn"],
+        dropout=0.1,
+        max_sequence_length=512,
+        num_segments=2,
+    )
+    sequence = backbone.output["sequence_output"]
+    pooled = keras.layers.Lambda(lambda x: x[:, 0], name="Pooler")(sequence)
+    probs = keras.layers.Dense(2, activation="softmax", dtype="float32", name="Classifier")(pooled)
+    model = keras.Model(backbone.input, probs)
+
+    def feed(tokens, segments):
+        return {
+            "token_ids": tokens,
+            "segment_ids": segments,
+            "padding_mask": (tokens != 0).astype("int32"),
+        }
+
+    return model, feed
+
+
+def run_keras3(name, builder, cfg, mode, args):
+    import keras
+
+    from bert4keras_ng import optimizers, training
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    setting = MODES[mode]
+    with training.dtype_policy(setting["policy"]):
+        model, feed = builder()
+    optimizer = optimizers.extend_with_weight_decay(optimizers.AdamW)(
+        learning_rate=2e-5, weight_decay_rate=0.01, exclude_from_weight_decay=["Norm", "bias"]
+    )
+    training.compile_model(
+        model, optimizer, "sparse_categorical_crossentropy", jit_compile=setting["jit"]
+    )
+    tokens, segments, labels = inputs(cfg)
+    x = feed(tokens, segments)
+    train = time_calls(lambda: model.train_on_batch(x, labels), args.warmup, args.steps)
+    forward = time_calls(lambda: model.predict_on_batch(x), args.warmup, args.steps)
+    return {"train": train, "forward": forward}
+
+
+# ---------------------------------------------------------------------------------------------
+# bert4keras 0.11.5 (subprocess, reference venv)
+# ---------------------------------------------------------------------------------------------
+
+BERT4KERAS_RUNNER = textwrap.dedent(
+    """
+    import json, os, statistics, sys, tempfile, time
+    os.environ["TF_KERAS"] = "1"
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    request = json.loads(sys.argv[1])
+    cfg, family, mode = request["cfg"], request["family"], request["mode"]
+    from bert4keras.backend import keras
+    from bert4keras.models import build_transformer_model
+    if mode.startswith("mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    config = dict(vocab_size=cfg["vocab"], hidden_size=cfg["hidden"],
+                  num_hidden_layers=cfg["layers"], num_attention_heads=cfg["heads"],
+                  intermediate_size=cfg["ffn"], hidden_act="gelu",
+                  max_position_embeddings=512, type_vocab_size=2,
+                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    path = os.path.join(tempfile.mkdtemp(), "config.json")
+    with open(path, "w") as handle:
+        json.dump(config, handle)
+    encoder = build_transformer_model(path, model=family)
+    pooled = keras.layers.Lambda(lambda x: x[:, 0])(encoder.output)
+    probs = keras.layers.Dense(2, activation="softmax", dtype="float32")(pooled)
+    model = keras.models.Model(encoder.inputs, probs)
+    # bert4keras's own optimizer wrappers need tf_keras's legacy optimizer API (_set_hyper),
+    # which tf_keras 2.21's default optimizers no longer have: use tf_keras's AdamW.
+    optimizer = keras.optimizers.AdamW(learning_rate=2e-5, weight_decay=0.01)
+    optimizer.exclude_from_weight_decay(var_names=["Norm", "bias"])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizer,
+                  jit_compile=mode.endswith("xla"))
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, cfg["vocab"], size=(cfg["batch"], cfg["length"])).astype("int32")
+    x = [tokens, np.zeros_like(tokens)]
+    y = rng.integers(0, 2, size=(cfg["batch"],)).astype("int32")
+    def timed(fn):
+        for _ in range(request["warmup"]):
+            fn()
+        times = []
+        for _ in range(request["steps"]):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+    train = timed(lambda: model.train_on_batch(x, y))
+    forward = timed(lambda: model.predict_on_batch(x))
+    print("RESULT " + json.dumps({"train": train, "forward": forward}))
+    """
+)
+
+
+def run_bert4keras(family, cfg, mode, args):
+    request = json.dumps(
+        {"cfg": cfg, "family": family, "mode": mode, "warmup": args.warmup, "steps": args.steps}
+    )
+    env = dict(os.environ)
+    env.pop("KERAS_BACKEND", None)
+    result = subprocess.run(
+        [args.bert4keras_python, "-c", BERT4KERAS_RUNNER, request],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+        timeout=args.timeout,
+    )
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+    raise RuntimeError(tail[0][:200])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 small layers, short batch")
+    parser.add_argument("--steps", type=int, default=None, help="timed calls (default 5; quick 2)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls (compilation)")
+    parser.add_argument("--modes", default="float32,float32_xla,mixed_bfloat16",
+                        help="comma list of " + ", ".join(MODES))
+    parser.add_argument("--only", default="ours_bert,ours_roformer,keras_hub_bert,"
+                        "bert4keras_bert,bert4keras_roformer", help="comma list of implementations")
+    parser.add_argument("--bert4keras-python", default="/work/refvenv/bin/python")
+    parser.add_argument("--peak-size", type=int, default=None, help="GEMM size for the peak")
+    parser.add_argument("--timeout", type=int, default=3600)
+    args = parser.parse_args()
+    if args.steps is None:
+        args.steps = 2 if args.quick else 5
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for mode in modes:
+        if mode not in MODES:
+            parser.error(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    cfg = shape_config(args)
+
+    import keras
+    import tensorflow as tf
+
+    print(f"keras {keras.__version__}, tensorflow {tf.__version__}, "
+          f"{os.cpu_count()} CPUs visible, devices "
+          f"{[d.device_type for d in tf.config.list_physical_devices()]}")
+    print(f"shape: {cfg}")
+    peak = measure_peak(args.peak_size or (1024 if args.quick else 2048))
+    print(f"measured matmul peak: float32 {peak['float32']:.1f} GFLOP/s, "
+          f"bfloat16 {peak['bfloat16']:.1f} GFLOP/s")
+    forward_flops = flops(cfg)
+    print(f"analytic FLOPs: forward {forward_flops / 1e9:.2f} G, train step "
+          f"{3 * forward_flops / 1e9:.2f} G")
+
+    implementations = {
+        "ours_bert": lambda mode: run_keras3(
+            "ours_bert", lambda: build_ours("bert", cfg), cfg, mode, args),
+        "ours_roformer": lambda mode: run_keras3(
+            "ours_roformer", lambda: build_ours("roformer", cfg), cfg, mode, args),
+        "keras_hub_bert": lambda mode: run_keras3(
+            "keras_hub_bert", lambda: build_keras_hub(cfg), cfg, mode, args),
+        "bert4keras_bert": lambda mode: run_bert4keras("bert", cfg, mode, args),
+        "bert4keras_roformer": lambda mode: run_bert4keras("roformer", cfg, mode, args),
+    }
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    results = {}
+    for mode in modes:
+        for name in chosen:
+            try:
+                results[(name, mode)] = implementations[name](mode)
+                status = "ok"
+            except Exception as error:  # one failing implementation must not stop the run
+                results[(name, mode)] = None
+                status = f"failed: {type(error).__name__}: {str(error)[:160]}"
+            print(f"  measured {name:20s} {mode:18s} {status}", flush=True)
+
+    print()
+    header = (f"{'implementation':20s} {'mode':18s} {'train ms':>9s} {'vs hub':>7s} "
+              f"{'GFLOP/s':>8s} {'fwd ms':>8s} {'vs hub':>7s} {'GFLOP/s':>8s} {'% peak':>7s}")
+    print(header)
+    print("-" * len(header))
+    for mode in modes:
+        reference = results.get(("keras_hub_bert", mode))
+        mode_peak = peak["bfloat16" if "bfloat16" in mode else "float32"]
+        for name in chosen:
+            value = results.get((name, mode))
+            if value is None:
+                print(f"{name:20s} {mode:18s} {'failed':>9s}")
+                continue
+            train_rate = 3 * forward_flops / value["train"] / 1e9
+            forward_rate = forward_flops / value["forward"] / 1e9
+            ratio_train = f"{value['train'] / reference['train']:.2f}" if reference else "-"
+            ratio_fwd = f"{value['forward'] / reference['forward']:.2f}" if reference else "-"
+            print(f"{name:20s} {mode:18s} {value['train'] * 1e3:9.1f} {ratio_train:>7s} "
+                  f"{train_rate:8.1f} {value['forward'] * 1e3:8.1f} {ratio_fwd:>7s} "
+                  f"{forward_rate:8.1f} {100 * train_rate / mode_peak:6.0f}%")
+    print("\n'vs hub' = time / keras-hub BertBackbone time in the same mode (< 1: faster); "
+          "'% peak' = training GFLOP/s / measured GEMM peak of that precision.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Training helpers: mixed precision, loss scaling, XLA compilation and a NaN guard.
+
+The one documented way to train any model in mixed precision::
+
+    import keras
+    from bert4keras_ng import optimizers, training
+
+    with training.dtype_policy("mixed_bfloat16"):          # or "mixed_float16"
+        model = build_your_model()                         # variables stay float32
+        # the head ends in float32: Dense(..., activation="softmax", dtype="float32")
+    training.compile_model(
+        model,
+        optimizer=optimizers.AdamW(learning_rate=2e-5),    # any optimizer or extend_with_* class
+        loss="sparse_categorical_crossentropy",            # losses are computed in float32
+        metrics=["accuracy"],
+        # jit_compile defaults to XLA (off under a multi-replica tf.distribute strategy)
+    )
+    model.fit(dataset, callbacks=[training.NaNGuard()])
+
+``compile_model`` wraps the optimizer in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss
+scaling) when some layer computes in float16, sets a constant ``loss_scale_factor`` when
+``loss_scale`` is a number (float32 and bfloat16 included), warns when a model output is not
+float32, and compiles with XLA by default (not under multi-replica ``tf.distribute``).  Nothing here changes global state
+except inside the :func:`dtype_policy` context, which always restores the previous policy.
+"""
+
+import contextlib
+import math
+import numbers
+import warnings
+
+import keras
+import numpy as np
+
+__all__ = [
+    "dtype_policy",
+    "uses_float16",
+    "prepare_optimizer",
+    "compile_model",
+    "NaNGuard",
+    "TrainingDivergedError",
+    "check_finite_loss",
+]
+
+
+@contextlib.contextmanager
+def dtype_policy(policy):
+    """Set Keras's global dtype policy inside a ``with`` block and always restore it.
+
+    ``policy`` is a policy name (``"float32"``, ``"mixed_float16"``, ``"mixed_bfloat16"``) or a
+    ``keras.DTypePolicy``.  Layers created inside the block keep the policy they were built with.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield keras.config.dtype_policy()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def uses_float16(model):
+    """True when the model or any of its layers computes in float16."""
+    if getattr(model, "compute_dtype", None) == "float16":
+        return True
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else []
+    return any(getattr(layer, "compute_dtype", None) == "float16" for layer in layers)
+
+
+def prepare_optimizer(optimizer, model=None, loss_scale="dynamic"):
+    """Return the optimizer to compile ``model`` with.
+
+    Args:
+        optimizer: a Keras optimizer instance (any class from :mod:`bert4keras_ng.optimizers`).
+        model: the model; used to detect float16 computation.  ``None`` means "no float16".
+        loss_scale: ``"dynamic"`` (default) wraps the optimizer in
+            ``keras.optimizers.LossScaleOptimizer`` when the model computes in float16 and does
+            nothing otherwise; a positive number sets the constant ``loss_scale_factor`` (the loss
+            is multiplied by it and the gradients divided by it, in any precision); ``None``
+            disables loss scaling.
+    """
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise ValueError(
+            f"`optimizer` must be a keras.optimizers.Optimizer instance, received {optimizer!r}."
+        )
+    if loss_scale is None:
+        return optimizer
+    if isinstance(loss_scale, str):
+        if loss_scale != "dynamic":
+            raise ValueError(
+                "`loss_scale` must be 'dynamic', a positive number or None, "
+                f"received {loss_scale!r}."
+            )
+        is_wrapped = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        if model is not None and uses_float16(model) and not is_wrapped:
+            return keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
+    if (
+        isinstance(loss_scale, bool)
+        or not isinstance(loss_scale, numbers.Real)
+        or not math.isfinite(loss_scale)
+        or loss_scale <= 0
+    ):
+        raise ValueError(
+            "`loss_scale` must be 'dynamic', a positive number or None, "
+            f"received {loss_scale!r}."
+        )
+    optimizer.loss_scale_factor = float(loss_scale)
+    return optimizer
+
+
+def compile_model(
+    model,
+    optimizer,
+    loss=None,
+    metrics=None,
+    *,
+    jit_compile=None,
+    loss_scale="dynamic",
+    **compile_kwargs,
+):
+    """``model.compile`` with mixed-precision-safe defaults (see the module docstring).
+
+    ``jit_compile=None`` (default) means XLA (``True``, even on CPU, where Keras's ``"auto"``
+    would turn it off) except when the optimizer was created under a ``tf.distribute`` strategy
+    with several replicas: there XLA cannot reach variables mirrored on other devices, so it is
+    off, as Keras's ``"auto"`` does.  Pass ``True``/``False`` to force.  Extra keyword arguments
+    go to ``model.compile``.  Returns the model.
+    """
+    if jit_compile is None:
+        strategy = getattr(optimizer, "_distribution_strategy", None)
+        jit_compile = getattr(strategy, "num_replicas_in_sync", 1) <= 1
+    for output in getattr(model, "outputs", None) or []:
+        dtype = getattr(output, "dtype", None)
+        if dtype in ("float16", "bfloat16"):
+            warnings.warn(
+                f"Model output {getattr(output, 'name', output)!r} is {dtype}; give the head "
+                "`dtype='float32'` so that probabilities and the loss are computed in float32.",
+                stacklevel=2,
+            )
+    optimizer = prepare_optimizer(optimizer, model, loss_scale)
+    compile_kwargs.setdefault("auto_scale_loss", False)
+    model.compile(
+        optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **compile_kwargs
+    )
+    return model
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+_ADVICE = (
+    "Lower the learning rate or lengthen the warm-up, clip gradients (global_clipnorm=1.0), "
+    "use loss scaling or mixed_bfloat16 in mixed precision, and check the inputs of that batch."
+)
+
+
+def check_finite_loss(loss, step, what="loss"):
+    """Raise :class:`TrainingDivergedError` naming ``step`` if ``loss`` is NaN or infinite.
+
+    For custom training loops; ``NaNGuard`` does the same inside ``model.fit``.
+    """
+    values = np.asarray(loss, dtype="float64")
+    if not np.all(np.isfinite(values)):
+        shown = float(values) if values.ndim == 0 else "non-finite"
+        raise TrainingDivergedError(
+            f"Training diverged: {what} is {shown} at step {step}. {_ADVICE}"
+        )
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stop ``fit`` with a clear error as soon as the loss becomes NaN or infinite.
+
+    The error reads ``Training diverged: loss is nan at step 17 (epoch 2, batch 7) ...`` where
+    ``step`` counts training batches from 1 across epochs (the number the optimizer has
+    processed, including the failing one) and ``batch`` counts from 1 within the epoch.  Keras's
+    ``TerminateOnNaN`` only stops silently; this raises :class:`TrainingDivergedError`.
+
+    Args:
+        monitor: the log keys to check (default ``("loss",)``); missing keys are ignored.
+    """
+
+    def __init__(self, monitor=("loss",)):
+        super().__init__()
+        self.monitor = (monitor,) if isinstance(monitor, str) else tuple(monitor)
+        self._steps_before_epoch = 0
+        self._last_step = 0
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self._steps_before_epoch = 0
+        self._last_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._steps_before_epoch = self._last_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._steps_before_epoch + batch + 1
+        self._last_step = step
+        for key in self.monitor:
+            if not logs or key not in logs:
+                continue
+            value = float(np.asarray(logs[key], dtype="float64").reshape(-1)[0])
+            if not math.isfinite(value):
+                raise TrainingDivergedError(
+                    f"Training diverged: {key} is {value} at step {step} "
+                    f"(epoch {self._epoch + 1}, batch {batch + 1}). {_ADVICE}"
+                )
