@@ -154,7 +154,8 @@ def test_chid_missing_answer_and_cluener_bad_type(tmp_path):
     with pytest.raises(D.ClueDataError, match=r"train_answer\.json: no answer for blank "
                                               r"#idiom000001#"):
         D.read_split(spec, str(tmp_path), "train")
-    _write(tmp_path / "train.json", [json.dumps({"text": "abc", "label": {"animal": {"a": [[0, 0]]}}})])
+    bad = {"text": "abc", "label": {"animal": {"a": [[0, 0]]}}}
+    _write(tmp_path / "train.json", [json.dumps(bad)])
     with pytest.raises(D.ClueDataError, match="label 'animal' is not a cluener label"):
         D.read_split(TASKS["cluener"], str(tmp_path), "train")
 
@@ -179,7 +180,8 @@ def test_csl_and_pair_inputs_have_zero_segments():
     ex = D.ClassificationExample(D.csl_first_text(["甲", "乙"]), "摘要", 1)
     assert ex.text_a == "甲；乙"
     f = F.classification_feature(tok, ex, 128)
-    assert tok.tokenize("甲；乙") + tok.tokenize("摘要")[1:] == [tok.id_to_token(i) for i in f.rows[0]]
+    tokens = [tok.id_to_token(i) for i in f.rows[0]]
+    assert tokens == tok.tokenize("甲；乙") + tok.tokenize("摘要")[1:]
     x, y = F.collate(TASKS["csl"], [f])
     assert not x["Input-Segment"].any() and y.tolist() == [1]
 
@@ -226,7 +228,7 @@ def test_chid_sample_blanks_share_groups():
     dev = D.read_split(spec, os.path.join(SAMPLE, "chid"), "dev").examples
     groups = [b.group for b in dev]
     assert groups == sorted(groups) and len(set(groups)) < len(groups)
-    assert all(IDX.fullmatch(b.key) for b in dev for IDX in [D.IDIOM_PATTERN])
+    assert all(D.IDIOM_PATTERN.fullmatch(b.key) for b in dev)
 
 
 def test_cmrc_windows_and_labels():
@@ -340,7 +342,8 @@ def test_linear_assignment_more_rows_than_columns_and_chid_groups():
 
 def test_writers_exact_formats(tmp_path):
     p = writers.write_label_lines(str(tmp_path / "afqmc_predict.json"), [0, 7], ["1", "0"])
-    assert open(p, encoding="utf-8").read() == '{"id": "0", "label": "1"}\n{"id": "7", "label": "0"}\n'
+    expected = '{"id": "0", "label": "1"}\n{"id": "7", "label": "0"}\n'
+    assert open(p, encoding="utf-8").read() == expected
     p = writers.write_json_object(str(tmp_path / "chid10_predict.json"),
                                   {"#idiom000001#": 3, "#idiom000002#": 0})
     assert open(p, encoding="utf-8").read() == \

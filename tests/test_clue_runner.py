@@ -8,6 +8,7 @@ runs end to end in the ``slow`` suite. Chance levels are computed from the sampl
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -79,13 +80,13 @@ def _check_submissions(task, out):
             text = open(path, encoding="utf-8").read()
             obj = json.loads(text)
             keys = [k for r in _lines(os.path.join(d, test_file)) for c in r["content"]
-                    for k in __import__("re").findall(r"#idiom\d{6}#", c)]
+                    for k in re.findall(r"#idiom\d{6}#", c)]
             assert list(obj) == keys and all(isinstance(v, int) and 0 <= v < 10
                                              for v in obj.values())
             assert text == json.dumps(obj, ensure_ascii=False, indent=4)
             # one record's blanks never share an idiom (the assignment)
             for r in _lines(os.path.join(d, test_file)):
-                ks = [k for c in r["content"] for k in __import__("re").findall(
+                ks = [k for c in r["content"] for k in re.findall(
                     r"#idiom\d{6}#", c)]
                 assert len({obj[k] for k in ks}) == len(ks)
         elif spec.kind == "cmrc":
