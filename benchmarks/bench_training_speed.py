@@ -306,8 +306,9 @@ def main():
     for mode in modes:
         for name in chosen:
             try:
-                results[(name, mode)] = implementations[name](mode)
-                status = "ok"
+                value = results[(name, mode)] = implementations[name](mode)
+                status = (f"train {value['train'] * 1e3:.1f} ms, "
+                          f"forward {value['forward'] * 1e3:.1f} ms")
             except Exception as error:  # one failing implementation must not stop the run
                 results[(name, mode)] = None
                 status = f"failed: {type(error).__name__}: {str(error)[:160]}"

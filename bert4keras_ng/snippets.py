@@ -659,3 +659,9 @@ class DataGenerator:
                     self._iterator = None
 
         return _Batches()
+
+
+# bert4keras scripts import the decoders from `snippets`; they live in `decoders`.
+from bert4keras_ng.decoders import AutoRegressiveDecoder, ViterbiDecoder  # noqa: E402
+
+__all__ += ["AutoRegressiveDecoder", "ViterbiDecoder"]

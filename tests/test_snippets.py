@@ -400,3 +400,10 @@ def test_parallel_apply_closures_and_errors():
 
     with pytest.raises(RuntimeError, match="boom"):
         S.parallel_apply(boom, range(3), 2, 2, dummy=True)
+
+
+def test_decoders_are_importable_from_snippets_as_in_bert4keras():
+    from bert4keras_ng import decoders, snippets
+
+    assert snippets.ViterbiDecoder is decoders.ViterbiDecoder
+    assert snippets.AutoRegressiveDecoder is decoders.AutoRegressiveDecoder
