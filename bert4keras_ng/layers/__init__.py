@@ -10,6 +10,7 @@ from bert4keras_ng.layers.embeddings import (
     SinusoidalPositionEmbedding,
 )
 from bert4keras_ng.layers.feedforward import FeedForward
+from bert4keras_ng.layers.heads import ConditionalRandomField, EfficientGlobalPointer, GlobalPointer
 from bert4keras_ng.layers.normalization import LayerNormalization, ScaleOffset
 from bert4keras_ng.layers.pooling import (
     FirstTokenPooling,
@@ -18,6 +19,9 @@ from bert4keras_ng.layers.pooling import (
 )
 
 __all__ = [
+    "ConditionalRandomField",
+    "EfficientGlobalPointer",
+    "GlobalPointer",
     "Embedding",
     "FeedForward",
     "FirstTokenPooling",
@@ -33,6 +37,3 @@ __all__ = [
     "Sinusoidal",
     "SinusoidalPositionEmbedding",
 ]
-from bert4keras_ng.layers.heads import ConditionalRandomField, EfficientGlobalPointer, GlobalPointer
-
-__all__ += ["ConditionalRandomField", "EfficientGlobalPointer", "GlobalPointer"]
