@@ -11,7 +11,6 @@ import os
 import sys
 
 if __name__ == "__main__":
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from bert4keras_ng.clue.runner import main

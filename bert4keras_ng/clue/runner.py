@@ -357,6 +357,11 @@ def run(cfg: RunConfig):
     """Fine-tune, keep the best dev checkpoint, predict the test files; returns the results."""
     import keras
 
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "The CLUE runner's training loop needs the TensorFlow backend, but Keras is "
+            f"configured for {keras.backend.backend()!r}: run with KERAS_BACKEND=tensorflow."
+        )
     t_start = time.time()
     spec, cfg, tiny, demo = _resolve(cfg)
     for name in spec.all_files:  # fail fast, before any model is built
