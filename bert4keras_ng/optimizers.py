@@ -418,9 +418,9 @@ class AdaFactor(_PathAwareMixin, keras.optimizers.Optimizer):
     Factoring: a tensor with at least two axes whose second-largest dimension is at least
     ``min_dim_size_to_factor`` keeps, instead of ``v``, the means of ``g2`` over its largest
     axis (``vr``) and over its second-largest axis (``vc``), both moving averages with
-    ``beta2_t``, and uses ``v = vr * vc / mean(vr over the second-largest axis)``.  Ties between
-    equal dimensions pick the later axis as the larger one, so a square matrix keeps one
-    statistic per row (mean over the last axis) and one per column.
+    ``beta2_t``, and uses ``v = vr * vc / mean(vr over the second-largest axis)`` (which of two
+    equal dimensions counts as the larger does not change ``v``).  Factored slots are named
+    ``<path>_vr`` / ``<path>_vc``, the others ``<path>_v`` and ``<path>_m``.
 
     ``learning_rate=None`` selects the relative step ``min(1 / sqrt(t), 1e-2)``, times 0.05 when
     ``multiply_by_parameter_scale`` is False; setting ``optimizer.learning_rate`` to a number
