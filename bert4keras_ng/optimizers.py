@@ -1,11 +1,17 @@
-"""Optimisers for bert4keras_ng: Keras 3 built-ins, Tiger and the bert4keras wrapper API.
+"""Optimisers for bert4keras_ng: Keras 3 built-ins, AdaFactor, Tiger and the bert4keras wrapper API.
 
 Everything here is a native ``keras.optimizers.Optimizer`` written with ``keras.ops``:
 
 * Keras 3 built-ins re-exported unchanged: :class:`Adam`, :class:`AdamW`, :class:`Lamb`,
-  :class:`Lion`, :class:`Adafactor` (alias ``AdaFactor``).  Their defaults are the Keras ones
-  (e.g. Adam's epsilon is 1e-7, not bert4keras's 1e-6); pass the bert4keras values explicitly
-  when a recipe depends on them.
+  :class:`Lion`, :class:`Adafactor` (lower-case f: Keras's own, with Keras's arguments).  Their
+  defaults are the Keras ones (e.g. Adam's epsilon is 1e-7, not bert4keras's 1e-6); pass the
+  bert4keras values explicitly when a recipe depends on them.
+* :class:`AdaFactor` (capital F): bert4keras's AdaFactor, with its constructor
+  (``learning_rate=1e-3`` or ``None`` for the relative step, ``beta1``, ``beta2``, ``epsilon1``,
+  ``epsilon2``, ``multiply_by_parameter_scale``, ``clipping_threshold``,
+  ``min_dim_size_to_factor``, ``exclude_from_parameter_scale``) and update rule, so
+  ``AdaFactor(learning_rate=5e-4, beta1=0.9, min_dim_size_to_factor=10**6)`` works as in
+  bert4keras scripts.
 * :class:`Tiger` (post 9512): sign-of-momentum updates with per-parameter learning rates, a
   piecewise-linear schedule, gradient accumulation without an extra buffer and NaN rescue.
 * :class:`PiecewiseLinear`: a registered ``LearningRateSchedule`` (bert4keras's
@@ -67,8 +73,7 @@ Adam = keras.optimizers.Adam
 AdamW = keras.optimizers.AdamW
 Lamb = keras.optimizers.Lamb
 Lion = keras.optimizers.Lion
-Adafactor = keras.optimizers.Adafactor
-AdaFactor = Adafactor  # bert4keras spelling
+Adafactor = keras.optimizers.Adafactor  # Keras's; AdaFactor (below) is bert4keras's
 
 _PACKAGE = "bert4keras_ng"
 
@@ -378,6 +383,257 @@ class Tiger(_PathAwareMixin, keras.optimizers.Optimizer):
                 "grad_accum_steps": self.grad_accum_steps,
                 "lr_schedule": {str(k): v for k, v in sorted(self.lr_schedule.items())},
                 "shrink_ratio": self.shrink_ratio,
+            }
+        )
+        return config
+
+
+# ---------------------------------------------------------------------------------------------
+# AdaFactor (bert4keras flavour)
+# ---------------------------------------------------------------------------------------------
+
+
+def _rms(x):
+    return ops.sqrt(ops.mean(ops.square(x)))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AdaFactor(_PathAwareMixin, keras.optimizers.Optimizer):
+    """AdaFactor (arXiv 1804.04235) with bert4keras 0.11.5's arguments and update rule.
+
+    Unlike Keras's :class:`Adafactor` it has an optional first moment (``beta1``), factors only
+    large tensors (``min_dim_size_to_factor``) and follows bert4keras's relative step.  Per
+    update, with ``t = iterations + 1`` (optimizer updates, so micro-batches of Keras's
+    ``gradient_accumulation_steps`` count once) and gradient ``g`` of variable ``theta``::
+
+        beta2_t = 1 - t ** -0.8                       (when beta2 is None; else beta2)
+        g2      = g ** 2 + epsilon1
+        v       = beta2_t * v + (1 - beta2_t) * g2    (unfactored)
+        u       = g / sqrt(v + epsilon1)
+        u       = u / max(1, RMS(u) / clipping_threshold)   (unless clipping_threshold is None)
+        m       = beta1 * m + (1 - beta1) * u; u = m        (only when beta1 > 0)
+        u       = u * max(RMS(theta), epsilon2)             (multiply_by_parameter_scale)
+        theta   = theta - lr * u
+
+    Factoring: a tensor with at least two axes whose second-largest dimension is at least
+    ``min_dim_size_to_factor`` keeps, instead of ``v``, the means of ``g2`` over its largest
+    axis (``vr``) and over its second-largest axis (``vc``), both moving averages with
+    ``beta2_t``, and uses ``v = vr * vc / mean(vr over the second-largest axis)`` (which of two
+    equal dimensions counts as the larger does not change ``v``).  Factored slots are named
+    ``<path>_vr`` / ``<path>_vc``, the others ``<path>_v`` and ``<path>_m``.
+
+    ``learning_rate=None`` selects the relative step ``min(1 / sqrt(t), 1e-2)``, times 0.05 when
+    ``multiply_by_parameter_scale`` is False; setting ``optimizer.learning_rate`` to a number
+    later switches to that fixed rate, and setting it to ``None`` switches back.
+    ``exclude_from_parameter_scale`` lists regexes searched in ``variable.path``: matching
+    variables skip the RMS(theta) factor.
+
+    Typical bert4keras recipe: ``AdaFactor(learning_rate=5e-4, beta1=0.9,
+    min_dim_size_to_factor=10**6)`` (never factored).  The class composes with the
+    ``extend_with_*`` wrappers of this module and accepts Keras's optimizer arguments
+    (``gradient_accumulation_steps``, ``weight_decay``, ``use_ema``, ``clipnorm``, ...).
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        beta1=0.0,
+        beta2=None,
+        epsilon1=1e-30,
+        epsilon2=1e-3,
+        multiply_by_parameter_scale=True,
+        clipping_threshold=1.0,
+        min_dim_size_to_factor=128,
+        exclude_from_parameter_scale=None,
+        name="adafactor",
+        **kwargs,
+    ):
+        relative_step = learning_rate is None
+        if relative_step:
+            learning_rate = 1.0  # placeholder variable, unused while the relative step is on
+        elif isinstance(learning_rate, (int, np.integer)) and not isinstance(learning_rate, bool):
+            learning_rate = float(learning_rate)
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self._b4k_relative_step = relative_step
+        if not 0.0 <= float(beta1) < 1.0:
+            raise ValueError(f"`beta1` must be in [0, 1), received beta1={beta1!r}.")
+        if beta2 is not None and not 0.0 <= float(beta2) <= 1.0:
+            raise ValueError(f"`beta2` must be None or in [0, 1], received beta2={beta2!r}.")
+        for argument, value in (("epsilon1", epsilon1), ("epsilon2", epsilon2)):
+            if not float(value) >= 0.0:
+                raise ValueError(f"`{argument}` must be >= 0, received {argument}={value!r}.")
+        if clipping_threshold is not None and not float(clipping_threshold) > 0.0:
+            raise ValueError(
+                "`clipping_threshold` must be None or > 0, received "
+                f"clipping_threshold={clipping_threshold!r}."
+            )
+        if (
+            isinstance(min_dim_size_to_factor, bool)
+            or not isinstance(min_dim_size_to_factor, (int, np.integer, float))
+            or min_dim_size_to_factor != int(min_dim_size_to_factor)
+            or min_dim_size_to_factor < 1
+        ):
+            raise ValueError(
+                "`min_dim_size_to_factor` must be a positive integer, received "
+                f"min_dim_size_to_factor={min_dim_size_to_factor!r}."
+            )
+        self.beta1 = float(beta1)
+        self.beta2 = None if beta2 is None else float(beta2)
+        self.epsilon1 = float(epsilon1)
+        self.epsilon2 = float(epsilon2)
+        self.multiply_by_parameter_scale = bool(multiply_by_parameter_scale)
+        self.clipping_threshold = None if clipping_threshold is None else float(clipping_threshold)
+        self.min_dim_size_to_factor = int(min_dim_size_to_factor)
+        self._b4k_ps_patterns = _as_pattern_list(
+            exclude_from_parameter_scale, "exclude_from_parameter_scale"
+        )
+
+    @property
+    def exclude_from_parameter_scale(self):
+        return list(self._b4k_ps_patterns)
+
+    @property
+    def relative_step(self):
+        """True while the learning rate is bert4keras's ``min(1/sqrt(t), 1e-2)`` schedule."""
+        return self._b4k_relative_step
+
+    # Learning rate -------------------------------------------------------------------------
+
+    @property
+    def learning_rate(self):
+        return self._get_current_learning_rate()
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if value is None:
+            self._b4k_relative_step = True
+            return
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            value = float(value)
+        keras.optimizers.Optimizer.learning_rate.fset(self, value)
+        self._b4k_relative_step = False
+
+    def _get_current_learning_rate(self):
+        if not getattr(self, "_b4k_relative_step", False):
+            return super()._get_current_learning_rate()
+        t = ops.cast(self.iterations + 1, "float32")
+        rate = ops.minimum(1.0 / ops.sqrt(t), 0.01)
+        if not self.multiply_by_parameter_scale:
+            rate = rate * 0.05
+        return rate
+
+    # Slots ---------------------------------------------------------------------------------
+
+    def _factor_axes(self, shape):
+        """``(largest axis, second-largest axis)`` when the shape is factored, else None."""
+        if len(shape) < 2:
+            return None
+        order = sorted(range(len(shape)), key=lambda axis: (shape[axis], axis))
+        largest, second = order[-1], order[-2]
+        if shape[second] < self.min_dim_size_to_factor:
+            return None
+        return largest, second
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._b4k_af_m, self._b4k_af_v, self._b4k_af_vr, self._b4k_af_vc = [], [], [], []
+        self._b4k_af_axes, self._b4k_af_scaled = [], []
+        paths = [_variable_path(v) for v in var_list]
+        if paths:
+            _warn_unmatched(self._b4k_ps_patterns, paths, "exclude_from_parameter_scale")
+        for variable, path in zip(var_list, paths):
+            self._b4k_af_scaled.append(
+                self.multiply_by_parameter_scale
+                and not any(re.search(p, path) for p in self._b4k_ps_patterns)
+            )
+            shape = tuple(int(d) for d in variable.shape)
+            axes = self._factor_axes(shape)
+            skip = getattr(variable, "overwrite_with_gradient", False)
+            self._b4k_af_axes.append(axes)
+            prefix = path.replace("/", "_")
+            m = v = vr = vc = None
+            if not skip:
+                if self.beta1 > 0.0:
+                    m = self.add_variable_from_reference(variable, name="m")
+                if axes is None:
+                    v = self.add_variable_from_reference(variable, name="v")
+                else:
+                    row_shape, col_shape = list(shape), list(shape)
+                    row_shape[axes[0]] = 1
+                    col_shape[axes[1]] = 1
+                    vr = self.add_variable(
+                        tuple(row_shape), dtype=variable.dtype, name=f"{prefix}_vr"
+                    )
+                    vc = self.add_variable(
+                        tuple(col_shape), dtype=variable.dtype, name=f"{prefix}_vc"
+                    )
+            self._b4k_af_m.append(m)
+            self._b4k_af_v.append(v)
+            self._b4k_af_vr.append(vr)
+            self._b4k_af_vc.append(vc)
+
+    # Update --------------------------------------------------------------------------------
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        theta = _snapshot(variable)
+        g = ops.cast(ops.convert_to_tensor(gradient), dtype)  # dense (embeddings included)
+        lr = ops.cast(learning_rate, dtype)
+        if self.beta2 is None:
+            t = ops.cast(self.iterations + 1, "float32")
+            beta2 = ops.cast(1.0 - ops.power(t, -0.8), dtype)
+        else:
+            beta2 = ops.cast(self.beta2, dtype)
+        epsilon1 = ops.cast(self.epsilon1, dtype)
+        g2 = ops.square(g) + epsilon1
+
+        axes = self._b4k_af_axes[index]
+        if axes is None:
+            v = self._b4k_af_v[index]
+            v_new = beta2 * _snapshot(v) + (1.0 - beta2) * g2
+            self.assign(v, v_new)
+        else:
+            largest, second = axes
+            vr, vc = self._b4k_af_vr[index], self._b4k_af_vc[index]
+            vr_new = beta2 * _snapshot(vr) + (1.0 - beta2) * ops.mean(
+                g2, axis=largest, keepdims=True
+            )
+            vc_new = beta2 * _snapshot(vc) + (1.0 - beta2) * ops.mean(
+                g2, axis=second, keepdims=True
+            )
+            self.assign(vr, vr_new)
+            self.assign(vc, vc_new)
+            v_new = vr_new * vc_new / ops.mean(vr_new, axis=second, keepdims=True)
+
+        u = g / ops.sqrt(v_new + epsilon1)
+        if self.clipping_threshold is not None:
+            threshold = ops.cast(self.clipping_threshold, dtype)
+            u = u / ops.maximum(ops.cast(1.0, dtype), _rms(u) / threshold)
+        if self.beta1 > 0.0:
+            m = self._b4k_af_m[index]
+            beta1 = ops.cast(self.beta1, dtype)
+            u = beta1 * _snapshot(m) + (1.0 - beta1) * u
+            self.assign(m, u)
+        if self._b4k_af_scaled[index]:
+            u = u * ops.maximum(_rms(theta), ops.cast(self.epsilon2, dtype))
+        self.assign(variable, theta - lr * u)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "learning_rate": None if self._b4k_relative_step else config["learning_rate"],
+                "beta1": self.beta1,
+                "beta2": self.beta2,
+                "epsilon1": self.epsilon1,
+                "epsilon2": self.epsilon2,
+                "multiply_by_parameter_scale": self.multiply_by_parameter_scale,
+                "clipping_threshold": self.clipping_threshold,
+                "min_dim_size_to_factor": self.min_dim_size_to_factor,
+                "exclude_from_parameter_scale": list(self._b4k_ps_patterns),
             }
         )
         return config

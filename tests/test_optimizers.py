@@ -358,7 +358,7 @@ def _tiny_model(seed=0):
     return keras.Model(inputs, outputs)
 
 
-@pytest.mark.parametrize("base", ["adam", "tiger"])
+@pytest.mark.parametrize("base", ["adam", "tiger", "adafactor"])
 def test_accumulating_k_micro_batches_equals_one_large_batch_in_fit(base):
     x, y = _tiny_regression_data(16)
     k = 4
@@ -366,6 +366,10 @@ def test_accumulating_k_micro_batches_equals_one_large_batch_in_fit(base):
         accumulating = O.extend_with_gradient_accumulation(O.Adam)(learning_rate=0.01,
                                                                    grad_accum_steps=k)
         plain = O.Adam(learning_rate=0.01)
+    elif base == "adafactor":
+        accumulating = O.extend_with_gradient_accumulation(O.AdaFactor)(
+            learning_rate=None, beta1=0.9, min_dim_size_to_factor=4, grad_accum_steps=k)
+        plain = O.AdaFactor(learning_rate=None, beta1=0.9, min_dim_size_to_factor=4)
     else:
         accumulating = O.Tiger(learning_rate=0.01, grad_accum_steps=k)
         plain = O.Tiger(learning_rate=0.01)
@@ -544,3 +548,188 @@ def test_keras_file_round_trip_keeps_composed_optimizer_state(tmp_path):
     loaded.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------
+# AdaFactor (bert4keras flavour)
+# ---------------------------------------------------------------------------------------------
+
+
+def numpy_adafactor(thetas, grads_seq, lr=1e-3, beta1=0.0, beta2=None, eps1=1e-30, eps2=1e-3,
+                    scale=True, clip=1.0, min_dim=128, excluded=(), paths=None, start=0,
+                    multiplier=None):
+    """bert4keras's AdaFactor written from algorithms.md §19, in float64.
+
+    ``start``: optimizer updates already made (t = start + 1 at the first update);
+    ``multiplier(step)``: extra learning-rate factor (piecewise-linear wrapper).
+    """
+    thetas = [t.astype("float64").copy() for t in thetas]
+    paths = paths or [str(i) for i in range(len(thetas))]
+    state = [{} for _ in thetas]
+    for step, grads in enumerate(grads_seq):
+        t = start + step + 1
+        if lr is None:
+            rate = min(1.0 / np.sqrt(t), 1e-2) * (1.0 if scale else 0.05)
+        else:
+            rate = lr
+        if multiplier is not None:
+            rate *= multiplier(step)
+        b2 = 1.0 - t ** -0.8 if beta2 is None else beta2
+        for i, g in enumerate(grads):
+            g = g.astype("float64")
+            theta, s = thetas[i], state[i]
+            g2 = g * g + eps1
+            shape = np.array(theta.shape)
+            big = shape.argpartition(-2) if theta.ndim >= 2 else None
+            if big is not None and shape[big[-2]] >= min_dim:
+                row_axis, col_axis = big[-1], big[-2]  # largest, second-largest
+                s["vr"] = b2 * s.get("vr", 0.0) + (1 - b2) * g2.mean(axis=row_axis,
+                                                                      keepdims=True)
+                s["vc"] = b2 * s.get("vc", 0.0) + (1 - b2) * g2.mean(axis=col_axis,
+                                                                      keepdims=True)
+                v = s["vr"] * s["vc"] / s["vr"].mean(axis=col_axis, keepdims=True)
+            else:
+                s["v"] = b2 * s.get("v", 0.0) + (1 - b2) * g2
+                v = s["v"]
+            u = g / np.sqrt(v + eps1)
+            if clip is not None:
+                u = u / max(1.0, np.sqrt(np.mean(u * u)) / clip)
+            if beta1 > 0:
+                s["m"] = beta1 * s.get("m", 0.0) + (1 - beta1) * u
+                u = s["m"]
+            if scale and not any(re.search(p, paths[i]) for p in excluded):
+                u = u * max(np.sqrt(np.mean(theta * theta)), eps2)
+            thetas[i] = theta - rate * u
+    return thetas
+
+
+def _odd_shaped_variables(seed=4):
+    """A 3-D tensor (largest axis in the middle) and a square matrix (tie between axes)."""
+    rng = np.random.default_rng(seed)
+    return [keras.Variable(rng.normal(size=s).astype("float32"), name=f"w{len(s)}")
+            for s in [(3, 6, 4), (5, 5), (7,)]]
+
+
+@pytest.mark.parametrize("beta1", [0.0, 0.9])
+@pytest.mark.parametrize("min_dim", [3, 128])
+def test_adafactor_matches_numpy(beta1, min_dim):
+    for variables in (make_variables(), _odd_shaped_variables()):
+        start = values(variables)
+        grads = random_grads(variables, 5)
+        opt = O.AdaFactor(learning_rate=0.05, beta1=beta1, min_dim_size_to_factor=min_dim)
+        got = run(opt, variables, grads)
+        assert_all_close(got, numpy_adafactor(start, grads, lr=0.05, beta1=beta1,
+                                              min_dim=min_dim))
+    # min_dim 3 factors every matrix here, 128 none: slots confirm which path was taken.
+    names = [v.name for v in opt.variables]
+    assert any(n.endswith("_vr") for n in names) == (min_dim == 3)
+    assert any(n.endswith("_m") for n in names) == (beta1 > 0)
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_adafactor_relative_step_matches_numpy(scale):
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 4)
+    opt = O.AdaFactor(learning_rate=None, multiply_by_parameter_scale=scale,
+                      min_dim_size_to_factor=4)
+    assert opt.relative_step and opt.get_config()["learning_rate"] is None
+    got = run(opt, variables, grads)
+    assert_all_close(got, numpy_adafactor(start, grads, lr=None, scale=scale, min_dim=4))
+    # Past t = 10**4 the relative step is 1/sqrt(t) instead of the 1e-2 cap (fresh slots).
+    opt = O.AdaFactor(learning_rate=None, multiply_by_parameter_scale=scale,
+                      min_dim_size_to_factor=4)
+    opt.build(variables)
+    opt.iterations.assign(20000)
+    start = values(variables)
+    got = run(opt, variables, grads[:2])
+    assert_all_close(got, numpy_adafactor(start, grads[:2], lr=None, scale=scale, min_dim=4,
+                                          start=20000))
+    np.testing.assert_allclose(float(opt.learning_rate),
+                               (1 / np.sqrt(20003)) * (1 if scale else 0.05), rtol=1e-6)
+    opt.learning_rate = 0.5
+    assert not opt.relative_step and float(opt.learning_rate) == 0.5
+
+
+def test_adafactor_without_parameter_scale_and_other_options_matches_numpy():
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 4)
+    kwargs = dict(beta1=0.5, beta2=0.99, epsilon1=1e-6, clipping_threshold=None,
+                  min_dim_size_to_factor=4)
+    for scale, excluded in [(False, ()), (True, ("Norm", "bias"))]:
+        for v, s in zip(variables, start):
+            v.assign(s)
+        opt = O.AdaFactor(0.02, multiply_by_parameter_scale=scale,
+                          exclude_from_parameter_scale=list(excluded), **kwargs)
+        got = run(opt, variables, grads)
+        ref = numpy_adafactor(start, grads, lr=0.02, beta1=0.5, beta2=0.99, eps1=1e-6,
+                              clip=None, min_dim=4, scale=scale, excluded=excluded, paths=PATHS)
+        assert_all_close(got, ref)
+
+
+def test_adafactor_composes_with_piecewise_linear_lr_and_accumulation():
+    schedule = {2: 1.0, 4: 0.5}
+    variables = make_variables()
+    start = values(variables)
+    grads = random_grads(variables, 6)
+    cls = O.extend_with_piecewise_linear_lr(O.AdaFactor)
+    opt = cls(learning_rate=0.05, beta1=0.9, min_dim_size_to_factor=4, lr_schedule=schedule)
+    got = run(opt, variables, grads)
+    ref = numpy_adafactor(start, grads, lr=0.05, beta1=0.9, min_dim=4,
+                          multiplier=lambda step: pwl(step, schedule))
+    assert_all_close(got, ref)
+    # Keras's gradient accumulation: t counts updates, each with the averaged gradient.
+    for v, s in zip(variables, start):
+        v.assign(s)
+    opt = O.AdaFactor(learning_rate=0.05, beta1=0.9, min_dim_size_to_factor=4,
+                      gradient_accumulation_steps=2)
+    got = run(opt, variables, grads)
+    averaged = [[(a.astype("float64") + b) / 2 for a, b in zip(grads[n], grads[n + 1])]
+                for n in (0, 2, 4)]
+    assert_all_close(got, numpy_adafactor(start, averaged, lr=0.05, beta1=0.9, min_dim=4))
+
+
+def test_adafactor_fit_with_weight_decay_wrapper_and_serialization(tmp_path):
+    cls = O.extend_with_weight_decay(O.AdaFactor, name="AdaFactorWD")
+    opt = cls(learning_rate=None, beta1=0.9, min_dim_size_to_factor=4, weight_decay_rate=0.01,
+              exclude_from_weight_decay=["Norm"], exclude_from_parameter_scale=["bias"])
+    config = json.loads(json.dumps(keras.optimizers.serialize(opt)))
+    again = keras.optimizers.deserialize(config)
+    assert type(again) is cls and again.get_config() == opt.get_config()
+    assert again.relative_step and again.beta1 == 0.9 and again.beta2 is None
+    x, y = _tiny_regression_data(8)
+    model = _tiny_model(6)
+    model.compile(optimizer=opt, loss="mse")
+    before = model.get_weights()
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    path = str(tmp_path / "adafactor.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.optimizer) is cls
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_adafactor_defaults_and_keras_adafactor_kept():
+    opt = O.AdaFactor()
+    assert (opt.beta1, opt.beta2, opt.epsilon1, opt.epsilon2) == (0.0, None, 1e-30, 1e-3)
+    assert opt.multiply_by_parameter_scale and opt.clipping_threshold == 1.0
+    assert opt.min_dim_size_to_factor == 128 and not opt.relative_step
+    np.testing.assert_allclose(float(opt.learning_rate), 1e-3, rtol=1e-6)
+    assert O.Adafactor is keras.optimizers.Adafactor and O.AdaFactor is not O.Adafactor
+    assert "AdaFactor" in O.__all__ and "Adafactor" in O.__all__
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"beta1": 1.0}, "beta1"), ({"beta2": 2.0}, "beta2"), ({"epsilon2": -1.0}, "epsilon2"),
+    ({"clipping_threshold": 0.0}, "clipping_threshold"),
+    ({"min_dim_size_to_factor": 0}, "min_dim_size_to_factor"),
+    ({"min_dim_size_to_factor": 2.5}, "min_dim_size_to_factor"),
+    ({"exclude_from_parameter_scale": [1]}, "exclude_from_parameter_scale"),
+])
+def test_adafactor_bad_arguments_raise(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        O.AdaFactor(**kwargs)
