@@ -1,21 +1,13 @@
-"""ViterbiDecoder and AutoRegressiveDecoder: brute force, greedy / enumeration, bert4keras goldens."""
+"""ViterbiDecoder and AutoRegressiveDecoder: brute force, greedy / enumeration, bert4keras heads_goldens."""
 
 import itertools
-import json
-import os
 
 import numpy as np
 import pytest
 
 from bert4keras_ng.decoders import AutoRegressiveDecoder, ViterbiDecoder
 
-GOLDENS = os.path.join(os.path.dirname(__file__), "fixtures", "heads_goldens.json")
 
-
-@pytest.fixture(scope="module")
-def goldens():
-    with open(GOLDENS, encoding="utf-8") as f:
-        return json.load(f)
 
 
 # ----------------------------------------------------------------------------- Viterbi
@@ -59,8 +51,8 @@ def test_viterbi_equals_brute_force(seed):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_viterbi_matches_bert4keras(goldens):
-    for case in goldens["viterbi"]:
+def test_viterbi_matches_bert4keras(heads_goldens):
+    for case in heads_goldens["viterbi"]:
         dec = ViterbiDecoder(np.array(case["trans"]), case["starts"], case["ends"])
         np.testing.assert_array_equal(dec.decode(np.array(case["nodes"])), case["path"])
 
@@ -115,8 +107,8 @@ def make_toy(table, pos, rtype, use_states):
 
 
 @pytest.fixture(scope="module")
-def toy(goldens):
-    d = goldens["decoders"]
+def toy(heads_goldens):
+    d = heads_goldens["decoders"]
     return np.array(d["table"]), np.array(d["pos"]), np.array(d["x"]), d
 
 

@@ -2,7 +2,6 @@
 
 import functools
 import itertools
-import json
 import os
 
 import keras
@@ -14,14 +13,8 @@ from bert4keras_ng.decoders import ViterbiDecoder
 from bert4keras_ng.layers import ConditionalRandomField, EfficientGlobalPointer, GlobalPointer
 from tests import helpers
 
-GOLDENS = os.path.join(os.path.dirname(__file__), "fixtures", "heads_goldens.json")
 POINTERS = {"GlobalPointer": GlobalPointer, "EfficientGlobalPointer": EfficientGlobalPointer}
 
-
-@pytest.fixture(scope="module")
-def goldens():
-    with open(GOLDENS, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def np_(x):
@@ -92,8 +85,8 @@ def set_pointer_weights(layer, weights):
         layer.dense.set_weights([np.array(w, "float32") for w in weights["dense"]])
 
 
-def test_pointers_match_bert4keras_and_numpy(goldens):
-    for case in goldens["pointers"]:
+def test_pointers_match_bert4keras_and_numpy(heads_goldens):
+    for case in heads_goldens["pointers"]:
         cls = POINTERS[case["cls"]]
         x = np.array(case["x"], "float32")
         mask = np.array(case["mask"], bool)
@@ -302,8 +295,8 @@ def test_crf_log_likelihood_equals_enumeration():
         np.testing.assert_array_equal(crf.viterbi_decoder().decode(x[i, :length]), best)
 
 
-def test_crf_matches_bert4keras(goldens):
-    for case in goldens["crf"]:
+def test_crf_matches_bert4keras(heads_goldens):
+    for case in heads_goldens["crf"]:
         x = np.array(case["x"], "float32")
         mask = np.array(case["mask"], bool)
         labels = np.array(case["labels"])

@@ -1,7 +1,5 @@
-"""Losses: NumPy references, bert4keras goldens, float16 inputs with -inf entries, FGM."""
+"""Losses: NumPy references, bert4keras heads_goldens, float16 inputs with -inf entries, FGM."""
 
-import json
-import os
 from functools import partial
 
 import keras
@@ -11,14 +9,8 @@ import tensorflow as tf
 
 from bert4keras_ng import losses as L
 
-GOLDENS = os.path.join(os.path.dirname(__file__), "fixtures", "heads_goldens.json")
 NEG_INF = -np.inf
 
-
-@pytest.fixture(scope="module")
-def goldens():
-    with open(GOLDENS, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def np_(x):
@@ -77,8 +69,8 @@ def test_mcce_soft_optimum_is_sigmoid_2s():
     np.testing.assert_allclose(tape.gradient(loss, s).numpy(), 0.0, atol=1e-6)
 
 
-def test_mcce_matches_bert4keras(goldens):
-    g = goldens["multilabel"]
+def test_mcce_matches_bert4keras(heads_goldens):
+    g = heads_goldens["multilabel"]
     s = np.where(np.array(g["neg_inf"]), NEG_INF, np.array(g["scores"])).astype("float32")
     np.testing.assert_allclose(
         np_(L.multilabel_categorical_crossentropy(np.array(g["hard"]), s)), g["hard_loss"],
