@@ -44,8 +44,21 @@ def _valid_counts(mask, logits, axis):
     """Number l of valid keys per row (float32), the key length when there is no mask."""
     if mask is None:
         return ops.cast(ops.shape(logits)[axis], "float32")
-    mask = ops.broadcast_to(mask, ops.shape(logits))
     return ops.sum(ops.cast(mask, "float32"), axis=axis, keepdims=True)
+
+
+def _compact_key_mask(mask, logits, axis):
+    """The boolean mask, left in its own (broadcastable) shape when it spans the key axis.
+
+    A key-padding mask (b, 1, 1, k) stays that small: the selects broadcast it and the per-row
+    reductions run over k entries per batch row instead of over the whole (b, h, q, k) logits.
+    Only a mask that is constant along the key axis (size 1 there) is broadcast in full.
+    """
+    mask = ops.cast(mask, "bool")
+    axis = axis - len(logits.shape) if axis >= 0 else axis
+    if len(mask.shape) < -axis or (mask.shape[axis] == 1 and logits.shape[axis] != 1):
+        mask = ops.broadcast_to(mask, ops.shape(logits))
+    return mask
 
 
 def attention_normalize(logits, mask=None, axis=-1, method="softmax", softmax_plus_clamp=16):
@@ -59,7 +72,7 @@ def attention_normalize(logits, mask=None, axis=-1, method="softmax", softmax_pl
     out_dtype = logits.dtype
     a = ops.cast(logits, "float32")
     if mask is not None:
-        mask = ops.broadcast_to(ops.cast(mask, "bool"), ops.shape(a))
+        mask = _compact_key_mask(mask, a, axis)
     if method == "squared_relu":
         l = ops.maximum(_valid_counts(mask, a, axis), 1.0)
         probs = ops.relu(a) ** 2 / l
@@ -69,17 +82,20 @@ def attention_normalize(logits, mask=None, axis=-1, method="softmax", softmax_pl
     if method == "softmax_plus":
         l = ops.maximum(_valid_counts(mask, a, axis), float(softmax_plus_clamp))
         a = a * ops.log(l) / math.log(512)
+    row_valid = None
     if mask is not None:
+        # -inf on masked keys, added from the mask's own small shape; a row without any valid
+        # key gets no bias (finite softmax) and is zeroed at the end.
         row_valid = ops.any(mask, axis=axis, keepdims=True)
-        a = ops.where(mask, a, -np.inf)
-        a = ops.where(row_valid, a, 0.0)
+        keep = ops.logical_or(mask, ops.logical_not(row_valid))
+        a = a + ops.where(keep, ops.zeros((), "float32"), ops.full((), -np.inf, "float32"))
     if method == "l2_softmax":
         a = a - ops.max(a, axis=axis, keepdims=True)
         probs = ops.exp(a) / ops.sqrt(ops.sum(ops.exp(2.0 * a), axis=axis, keepdims=True))
     else:
         probs = ops.softmax(a, axis=axis)
-    if mask is not None:
-        probs = ops.where(mask, probs, 0.0)
+    if row_valid is not None:
+        probs = ops.where(row_valid, probs, ops.zeros((), "float32"))
     return ops.cast(probs, out_dtype)
 
 

@@ -1,6 +1,7 @@
 """bert4keras_ng layers: every layer registered for Keras serialisation under 'bert4keras_ng'."""
 
 from bert4keras_ng.layers.attention import GatedAttentionUnit, MultiHeadAttention
+from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.layers.embeddings import (
     Embedding,
     PositionEmbedding,
@@ -20,6 +21,7 @@ from bert4keras_ng.layers.pooling import (
 
 __all__ = [
     "ConditionalRandomField",
+    "Dropout",
     "EfficientGlobalPointer",
     "GlobalPointer",
     "Embedding",

@@ -19,6 +19,7 @@ from bert4keras_ng.backend import (
     serialize_activation,
 )
 from bert4keras_ng.layers.base import as_list, build_dense, check_choice, check_input_count, register
+from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.layers.normalization import ScaleOffset
 
 MHA_POSITION_BIASES = (None, "rotary", "typical_relative", "t5_relative")
@@ -95,8 +96,8 @@ class _AttentionBase(keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.softmax_plus_clamp = softmax_plus_clamp
-        self.dropout = keras.layers.Dropout(attention_dropout or 0.0, dtype=self.dtype_policy,
-                                            name="attention_dropout")
+        self.dropout = Dropout(attention_dropout or 0.0, dtype=self.dtype_policy,
+                               name="attention_dropout")
         self.supports_masking = True
 
     def _check_call_args(self, a_bias, p_bias, allowed_p_bias):

@@ -10,12 +10,13 @@ Post-norm sub-layer: y = Norm(x + Dropout(F(x))), named ``<name>``, ``<name>-Dro
 
 import keras
 
+from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.models.auxiliary import Add
 
 
 def residual(builder, x, y, name):
     """Dropout → Add (with the sub-layer input) → Norm, the tail of every post-norm sub-layer."""
-    y = builder.apply(y, keras.layers.Dropout, rate=builder.dropout_rate, name=name + "-Dropout")
+    y = builder.apply(y, Dropout, rate=builder.dropout_rate, name=name + "-Dropout")
     y = builder.apply([x, y], Add, name=name + "-Add")
     return builder.apply_norm(y, name + "-Norm", builder.block_epsilon)
 

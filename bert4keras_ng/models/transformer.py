@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from bert4keras_ng import checkpoints
+from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.models import blocks, mappings
 from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
 
@@ -173,7 +174,7 @@ class Transformer:
         (``Embedding-Token`` called again in dense mode), ALBERT's shared blocks and any
         user-level sharing through ``layers=``. Dropout with rate 0 is skipped entirely.
         """
-        if layer is keras.layers.Dropout and not kwargs.get("rate"):
+        if layer is Dropout and not kwargs.get("rate"):
             return inputs
         name = self.prefixed(name)
         if name not in self.layers:
@@ -299,7 +300,7 @@ class Transformer:
                 custom_position_ids=self.custom_position_ids,
                 name="Embedding-Position",
             )
-        dropout = dict(layer=keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
+        dropout = dict(layer=Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
         if self.dropout_before_embedding_norm:
             x = self.apply(x, **dropout)
             x = self.apply_norm(x, "Embedding-Norm", self.embedding_epsilon)
@@ -463,7 +464,7 @@ class Transformer:
                 kernel_initializer=self.initializer,
                 name="Output-Mapping",
             )
-        x = self.apply(x, keras.layers.Dropout, rate=self.dropout_rate, name="Output-MLM-Dropout")
+        x = self.apply(x, Dropout, rate=self.dropout_rate, name="Output-MLM-Dropout")
         x = self.apply(x, arguments={"mode": "dense"}, name="Embedding-Token")
         return self.apply(
             x,
