@@ -13,13 +13,16 @@ batch 8 x 128, dropout 0.1, a first-token float32 softmax classifier) for
 in float32, float32 + XLA (``jit_compile=True``) and mixed_bfloat16 (``--modes`` to choose).
 It prints milliseconds per step, the ratio to keras-hub's time in the same mode, and achieved
 GFLOP/s (analytic matmul FLOPs: forward 2*T*12*L*d^2 + 4*L*B*n^2*d, training 3x forward)
-next to the machine's matmul peak measured at the start (float32 and bfloat16 GEMM).
+next to the machine's matmul peak: the fastest GEMM of a sweep over shapes (a large square one
+and the model's own) and compilers (oneDNN and XLA), timed again in every round beside the
+training steps, since a shared machine's speed drifts by tens of percent within minutes.
 
     python benchmarks/bench_training_speed.py --quick      # 2 small layers, checks the script
     python benchmarks/bench_training_speed.py              # BERT-base shape
 
-Figures are medians over ``--steps`` timed calls after ``--warmup`` untimed ones.  On a shared
-machine expect noise; compare ratios measured in the same run only.
+Figures are medians over ``--steps`` timed calls after ``--warmup`` untimed ones. The Keras 3
+implementations of a mode are built side by side and timed in alternating rounds, so a shared
+machine's drift affects them alike; compare ratios measured in the same run only.
 """
 
 import argparse
@@ -42,13 +45,19 @@ MODES = {
     "float32_xla": {"policy": "float32", "jit": True},
     "mixed_bfloat16": {"policy": "mixed_bfloat16", "jit": False},
     "mixed_bfloat16_xla": {"policy": "mixed_bfloat16", "jit": True},
+    "mixed_float16": {"policy": "mixed_float16", "jit": False},
+    "mixed_float16_xla": {"policy": "mixed_float16", "jit": True},
 }
 
 
 def shape_config(args):
     if args.quick:
-        return dict(layers=2, hidden=256, heads=4, ffn=1024, vocab=21128, batch=2, length=64)
-    return dict(layers=12, hidden=768, heads=12, ffn=3072, vocab=21128, batch=8, length=128)
+        cfg = dict(layers=2, hidden=256, heads=4, ffn=1024, vocab=21128, batch=2, length=64)
+    else:
+        cfg = dict(layers=12, hidden=768, heads=12, ffn=3072, vocab=21128, batch=8, length=128)
+    cfg["batch"] = getattr(args, "batch", None) or cfg["batch"]
+    cfg["length"] = getattr(args, "length", None) or cfg["length"]
+    return cfg
 
 
 def flops(cfg):
@@ -81,18 +90,62 @@ def time_calls(fn, warmup, steps):
     return statistics.median(times)
 
 
-def measure_peak(size, repeats=5):
-    """Median GFLOP/s of an n x n GEMM in float32 and bfloat16 (tf.function, no XLA)."""
-    import tensorflow as tf
+def precision_of(mode):
+    """The GEMM precision a mode computes in."""
+    return "bfloat16" if "bfloat16" in mode else "float16" if "float16" in mode else "float32"
+
+
+def peak_text(peak):
+    return ", ".join(f"{dtype} {value:.1f} GFLOP/s" for dtype, value in peak.items())
+
+
+def gemm_shapes(cfg, size):
+    """(m, k, n) GEMMs for the peak: one large square one and the encoder's own dense shapes."""
+    tokens, d, ffn = cfg["batch"] * cfg["length"], cfg["hidden"], cfg["ffn"]
+    return [(size, size, size), (tokens, d, d), (tokens, d, ffn), (tokens, ffn, d)]
+
+
+def gemm_probes(cfg, size, repeats=5):
+    """For each precision, the fastest GEMM this machine runs: a sweep over several shapes (a large
+    square one and the model's own), each as a plain tf.function (oneDNN) and under XLA on
+    TensorFlow, under jax.jit on JAX. Returns {dtype: (GFLOP/s in the sweep, probe)}; calling
+    ``probe()`` runs that GEMM a few times and returns its GFLOP/s, so the ceiling can be measured
+    again right beside each training step."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        compilers = [lambda f: jax.jit(f)]
+        normal = lambda shape, dtype: jax.random.normal(jax.random.PRNGKey(0), shape).astype(dtype)
+        fetch = lambda x: x.block_until_ready()
+        matmul_of = lambda x, y: jnp.sum(jnp.matmul(x, y).astype("float32"))
+    else:
+        import tensorflow as tf
+
+        compilers = [lambda f: tf.function(f), lambda f: tf.function(f, jit_compile=True)]
+        normal = lambda shape, dtype: tf.cast(tf.random.normal(shape), dtype)
+        fetch = lambda x: x.numpy()
+        matmul_of = lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y), "float32"))
+
+    def make_probe(m, k, n, matmul, a, b):
+        def probe():
+            return 2 * m * k * n / time_calls(lambda: fetch(matmul(a, b)), 0, repeats) / 1e9
+        return probe
 
     result = {}
-    for dtype in ["float32", "bfloat16"]:
-        a = tf.random.normal((size, size), dtype="float32")
-        a = tf.cast(a, dtype)
-        b = tf.cast(tf.random.normal((size, size)), dtype)
-        matmul = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y), "float32")))
-        seconds = time_calls(lambda: matmul(a, b).numpy(), 2, repeats)
-        result[dtype] = 2 * size**3 / seconds / 1e9
+    for dtype in ["float32", "bfloat16", "float16"]:
+        best = (0.0, None)
+        for m, k, n in gemm_shapes(cfg, size):
+            a, b = normal((m, k), dtype), normal((k, n), dtype)
+            for compile_fn in compilers:
+                probe = make_probe(m, k, n, compile_fn(matmul_of), a, b)
+                probe()  # compile and warm up
+                rate = probe()
+                if rate > best[0]:
+                    best = (rate, probe)
+        result[dtype] = best
     return result
 
 
@@ -154,12 +207,12 @@ def build_keras_hub(cfg):
     return model, feed
 
 
-def run_keras3(name, builder, cfg, mode, args):
+def prepare_keras3(builder, cfg, mode):
+    """Build and compile one Keras 3 implementation; returns its (train step, forward) callables."""
     import keras
 
     from bert4keras_ng import optimizers, training
 
-    keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     setting = MODES[mode]
     with training.dtype_policy(setting["policy"]):
@@ -172,9 +225,44 @@ def run_keras3(name, builder, cfg, mode, args):
     )
     tokens, segments, labels = inputs(cfg)
     x = feed(tokens, segments)
-    train = time_calls(lambda: model.train_on_batch(x, labels), args.warmup, args.steps)
-    forward = time_calls(lambda: model.predict_on_batch(x), args.warmup, args.steps)
-    return {"train": train, "forward": forward}
+    return (lambda: model.train_on_batch(x, labels)), (lambda: model.predict_on_batch(x))
+
+
+def time_interleaved(functions, warmup, steps):
+    """Median seconds per call of each function, timed in alternating rounds (A B C A B C ...) so
+    that a shared machine's slow and fast minutes fall on every implementation alike."""
+    for fn in functions.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in functions}
+    for _ in range(steps):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def run_keras3_mode(builders, cfg, mode, args, report, probe):
+    """All Keras 3 implementations of one mode, built side by side and timed interleaved, with the
+    GEMM ceiling probe run in the same rounds (its GFLOP/s is reported as 'gemm_peak')."""
+    import keras
+
+    keras.backend.clear_session()
+    prepared = {}
+    for name, builder in builders.items():
+        try:
+            prepared[name] = prepare_keras3(builder, cfg, mode)
+        except Exception as error:  # one failing implementation must not stop the run
+            report(name, mode, None, error)
+    rates = []
+    train_fns = {n: fns[0] for n, fns in prepared.items()}
+    train_fns["gemm_peak"] = lambda: rates.append(probe())
+    train = time_interleaved(train_fns, args.warmup, args.steps)
+    forward = time_interleaved({n: fns[1] for n, fns in prepared.items()}, args.warmup, args.steps)
+    for name in prepared:
+        report(name, mode, {"train": train[name], "forward": forward[name]}, None)
+    return statistics.median(rates[args.warmup:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,6 +347,8 @@ def run_bert4keras(family, cfg, mode, args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 small layers, short batch")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 8)")
+    parser.add_argument("--length", type=int, default=None, help="sequence length (default 128)")
     parser.add_argument("--steps", type=int, default=None, help="timed calls (default 5; quick 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls (compilation)")
     parser.add_argument("--modes", default="float32,float32_xla,mixed_bfloat16",
@@ -278,41 +368,64 @@ def main():
     cfg = shape_config(args)
 
     import keras
-    import tensorflow as tf
 
-    print(f"keras {keras.__version__}, tensorflow {tf.__version__}, "
-          f"{os.cpu_count()} CPUs visible, devices "
-          f"{[d.device_type for d in tf.config.list_physical_devices()]}")
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        versions, devices = f"jax {jax.__version__}", [d.device_kind for d in jax.devices()]
+    else:
+        import tensorflow as tf
+
+        versions = f"tensorflow {tf.__version__}"
+        devices = [d.device_type for d in tf.config.list_physical_devices()]
+    print(f"keras {keras.__version__} ({backend} backend), {versions}, {os.cpu_count()} CPUs "
+          f"visible, devices {devices}")
     print(f"shape: {cfg}")
-    peak = measure_peak(args.peak_size or (1024 if args.quick else 2048))
-    print(f"measured matmul peak: float32 {peak['float32']:.1f} GFLOP/s, "
-          f"bfloat16 {peak['bfloat16']:.1f} GFLOP/s")
+    peak_size = args.peak_size or (1024 if args.quick else 2048)
+    probes = gemm_probes(cfg, peak_size)
+    print("matmul peak sweep: " + peak_text({dtype: rate for dtype, (rate, _) in probes.items()}))
     forward_flops = flops(cfg)
     print(f"analytic FLOPs: forward {forward_flops / 1e9:.2f} G, train step "
           f"{3 * forward_flops / 1e9:.2f} G")
 
-    implementations = {
-        "ours_bert": lambda mode: run_keras3(
-            "ours_bert", lambda: build_ours("bert", cfg), cfg, mode, args),
-        "ours_roformer": lambda mode: run_keras3(
-            "ours_roformer", lambda: build_ours("roformer", cfg), cfg, mode, args),
-        "keras_hub_bert": lambda mode: run_keras3(
-            "keras_hub_bert", lambda: build_keras_hub(cfg), cfg, mode, args),
-        "bert4keras_bert": lambda mode: run_bert4keras("bert", cfg, mode, args),
-        "bert4keras_roformer": lambda mode: run_bert4keras("roformer", cfg, mode, args),
+    keras3_builders = {
+        "ours_bert": lambda: build_ours("bert", cfg),
+        "ours_roformer": lambda: build_ours("roformer", cfg),
+        "keras_hub_bert": lambda: build_keras_hub(cfg),
     }
+    bert4keras_families = {"bert4keras_bert": "bert", "bert4keras_roformer": "roformer"}
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    for name in chosen:
+        if name not in keras3_builders and name not in bert4keras_families:
+            parser.error(f"unknown implementation {name!r}")
     results = {}
+    peaks = {}
+
+    def report(name, mode, value, error):
+        results[(name, mode)] = value
+        if value is None:
+            status = f"failed: {type(error).__name__}: {str(error)[:160]}"
+        else:
+            status = f"train {value['train'] * 1e3:.1f} ms, forward {value['forward'] * 1e3:.1f} ms"
+        print(f"  measured {name:20s} {mode:18s} {status}", flush=True)
+
     for mode in modes:
+        builders = {name: keras3_builders[name] for name in chosen if name in keras3_builders}
+        if builders:
+            peaks[mode] = run_keras3_mode(builders, cfg, mode, args, report,
+                                          probes[precision_of(mode)][1])
+            print(f"  measured {'gemm_peak':20s} {mode:18s} {peaks[mode]:.1f} GFLOP/s "
+                  f"({precision_of(mode)}, interleaved with the training steps)", flush=True)
         for name in chosen:
-            try:
-                value = results[(name, mode)] = implementations[name](mode)
-                status = (f"train {value['train'] * 1e3:.1f} ms, "
-                          f"forward {value['forward'] * 1e3:.1f} ms")
-            except Exception as error:  # one failing implementation must not stop the run
-                results[(name, mode)] = None
-                status = f"failed: {type(error).__name__}: {str(error)[:160]}"
-            print(f"  measured {name:20s} {mode:18s} {status}", flush=True)
+            if name in bert4keras_families and backend != "tensorflow":
+                report(name, mode, None, RuntimeError("bert4keras needs the tensorflow backend"))
+            elif name in bert4keras_families:
+                try:
+                    report(name, mode, run_bert4keras(bert4keras_families[name], cfg, mode, args),
+                           None)
+                except Exception as error:
+                    report(name, mode, None, error)
 
     print()
     header = (f"{'implementation':20s} {'mode':18s} {'train ms':>9s} {'vs hub':>7s} "
@@ -321,7 +434,7 @@ def main():
     print("-" * len(header))
     for mode in modes:
         reference = results.get(("keras_hub_bert", mode))
-        mode_peak = peak["bfloat16" if "bfloat16" in mode else "float32"]
+        mode_peak = peaks.get(mode) or probes[precision_of(mode)][0]
         for name in chosen:
             value = results.get((name, mode))
             if value is None:
@@ -335,7 +448,8 @@ def main():
                   f"{train_rate:8.1f} {value['forward'] * 1e3:8.1f} {ratio_fwd:>7s} "
                   f"{forward_rate:8.1f} {100 * train_rate / mode_peak:6.0f}%")
     print("\n'vs hub' = time / keras-hub BertBackbone time in the same mode (< 1: faster); "
-          "'% peak' = training GFLOP/s / measured GEMM peak of that precision.")
+          "'% peak' = training GFLOP/s / the GEMM ceiling of that precision measured in the same "
+          "rounds as the training steps.")
 
 
 if __name__ == "__main__":

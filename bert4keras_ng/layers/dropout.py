@@ -9,6 +9,8 @@ with probability ``1 - rate`` (quantised to 2**-32) and scaled by ``1 / (1 - rat
 the identity; a fixed ``seed`` reproduces the same sequence of masks.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -35,7 +37,10 @@ def hashed_uniform_bits(shape, seed):
     """
     words = ops.cast(seed, "uint32")
     key = _mix32(ops.bitwise_xor(_mix32(words[0] + ops.cast(0x9E3779B9, "uint32")), words[1]))
-    count = ops.prod(ops.convert_to_tensor(shape, "int32"))
+    if all(isinstance(dim, int) for dim in shape):  # static (always so under JAX's jit)
+        count = math.prod(shape)
+    else:  # a dynamic dimension in a TensorFlow graph
+        count = ops.prod(ops.convert_to_tensor(shape, "int32"))
     index = ops.cast(ops.arange(count, dtype="int32"), "uint32")
     bits = _mix32(ops.bitwise_xor(_mix32(index), key))
     return ops.reshape(bits, shape)

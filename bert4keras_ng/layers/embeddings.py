@@ -108,6 +108,21 @@ class _PositionMerge(keras.layers.Layer):
             return None
         return mask[0] if isinstance(mask, (list, tuple)) else mask
 
+    def check_length(self, x):
+        """Hook for a statically known sequence length that the table cannot cover."""
+
+    def compute_output_spec(self, inputs):
+        # From the shapes, so that building a model never traces call() with an unknown length
+        # (JAX cannot slice a table to a symbolic length); call()'s own checks run here too.
+        x, _ = self._split(inputs)
+        self.check_length(x)
+        shape = tuple(x.shape)
+        if self.merge_mode == "zero":
+            shape = shape[:-1] + (self.output_dim,)
+        elif self.merge_mode == "concat":
+            shape = shape[:-1] + (None if shape[-1] is None else shape[-1] + self.output_dim,)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
     def get_config(self):
         config = super().get_config()
         config.update(merge_mode=self.merge_mode, custom_position_ids=self.custom_position_ids)
@@ -137,16 +152,20 @@ class PositionEmbedding(_PositionMerge):
             initializer=self.embeddings_initializer)
         self.built = True
 
+    def check_length(self, x):
+        length = x.shape[1]
+        if (not self.hierarchical and not self.custom_position_ids and isinstance(length, int)
+                and length > self.input_dim):
+            raise ValueError(
+                f"{self.name}: sequence length {length} exceeds the {self.input_dim} learned "
+                f"positions (max_position_embeddings); truncate the inputs or use "
+                f"hierarchical=True.")
+
     def call(self, inputs):
         x, ids = self._split(inputs)
         table = ops.cast(self.embeddings, x.dtype)
         if ids is None and not self.hierarchical:
-            length = x.shape[1]
-            if isinstance(length, int) and length > self.input_dim:
-                raise ValueError(
-                    f"{self.name}: sequence length {length} exceeds the {self.input_dim} learned "
-                    f"positions (max_position_embeddings); truncate the inputs or use "
-                    f"hierarchical=True.")
+            self.check_length(x)
             return self._merge(x, table[None, : ops.shape(x)[1]])
         if ids is None:
             ids = ops.arange(ops.shape(x)[1], dtype="int32")[None]

@@ -138,8 +138,12 @@ class LayerNormalization(ScaleOffset):
         if self.zero_mean:
             h = h - ops.mean(h, axis=-1, keepdims=True)
         if self.unit_variance:
-            variance = ops.mean(ops.square(h), axis=-1, keepdims=True)
-            h = ops.divide_no_nan(h, ops.sqrt(variance + self.epsilon))
+            std = ops.sqrt(ops.mean(ops.square(h), axis=-1, keepdims=True) + self.epsilon)
+            # 1/std on the per-token statistics (0 where std is 0), then one multiply over the
+            # full tensor: cheaper than dividing every element, and so is its gradient.
+            positive = std > 0
+            inverse = ops.where(positive, 1.0 / ops.where(positive, std, 1.0), 0.0)
+            h = h * inverse
         return self._affine(ops.cast(h, x.dtype), cond)
 
     def get_config(self):
