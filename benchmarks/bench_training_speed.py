@@ -8,7 +8,7 @@ batch 8 x 128, dropout 0.1, a first-token float32 softmax classifier) for
   * bert4keras_ng BERT and RoFormer (this repository, Keras 3),
   * keras-hub ``BertBackbone`` (Keras 3; reference for the ratios),
   * bert4keras 0.11.5 BERT and RoFormer (tf_keras, with tf_keras's AdamW since bert4keras's
-    optimizer wrappers need the legacy optimizer API; run in a subprocess with the reference
+    optimizer wrappers need the legacy optimizer API; each in a worker process of the reference
     venv's python, ``--bert4keras-python``),
 in float32, float32 + XLA (``jit_compile=True``) and mixed_bfloat16 (``--modes`` to choose).
 It prints milliseconds per step, the ratio to keras-hub's time in the same mode, and achieved
@@ -20,9 +20,10 @@ training steps, since a shared machine's speed drifts by tens of percent within 
     python benchmarks/bench_training_speed.py --quick      # 2 small layers, checks the script
     python benchmarks/bench_training_speed.py              # BERT-base shape
 
-Figures are medians over ``--steps`` timed calls after ``--warmup`` untimed ones. The Keras 3
-implementations of a mode are built side by side and timed in alternating rounds, so a shared
-machine's drift affects them alike; compare ratios measured in the same run only.
+Figures are medians over ``--steps`` timed calls after ``--warmup`` untimed ones. All
+implementations of a mode are built side by side (bert4keras in worker processes) and timed in
+alternating rounds, so a shared machine's drift affects them alike; compare ratios measured in
+the same run only.
 """
 
 import argparse
@@ -243,24 +244,39 @@ def time_interleaved(functions, warmup, steps):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def run_keras3_mode(builders, cfg, mode, args, report, probe):
-    """All Keras 3 implementations of one mode, built side by side and timed interleaved, with the
-    GEMM ceiling probe run in the same rounds (its GFLOP/s is reported as 'gemm_peak')."""
+def run_mode(builders, bert4keras_families, cfg, mode, args, report, probe):
+    """Every implementation of one mode, built side by side (bert4keras in worker processes) and
+    timed in alternating rounds, with the GEMM ceiling probe run in the same rounds; returns the
+    probe's median GFLOP/s."""
     import keras
 
     keras.backend.clear_session()
-    prepared = {}
+    calls, workers = {}, []
     for name, builder in builders.items():
         try:
-            prepared[name] = prepare_keras3(builder, cfg, mode)
+            train, forward = prepare_keras3(builder, cfg, mode)
+            calls[name] = {"train": train, "forward": forward}
         except Exception as error:  # one failing implementation must not stop the run
             report(name, mode, None, error)
-    rates = []
-    train_fns = {n: fns[0] for n, fns in prepared.items()}
-    train_fns["gemm_peak"] = lambda: rates.append(probe())
-    train = time_interleaved(train_fns, args.warmup, args.steps)
-    forward = time_interleaved({n: fns[1] for n, fns in prepared.items()}, args.warmup, args.steps)
-    for name in prepared:
+    for name, family in bert4keras_families.items():
+        try:
+            worker = Bert4kerasWorker(family, cfg, mode, args)
+        except Exception as error:
+            report(name, mode, None, error)
+            continue
+        workers.append(worker)
+        calls[name] = {kind: (lambda w=worker, k=kind: w.call(k)) for kind in ("train", "forward")}
+    try:
+        rates = []
+        train_fns = {name: fns["train"] for name, fns in calls.items()}
+        train_fns["gemm_peak"] = lambda: rates.append(probe())
+        train = time_interleaved(train_fns, args.warmup, args.steps)
+        forward = time_interleaved({n: fns["forward"] for n, fns in calls.items()}, args.warmup,
+                                   args.steps)
+    finally:
+        for worker in workers:
+            worker.close()
+    for name in calls:
         report(name, mode, {"train": train[name], "forward": forward[name]}, None)
     return statistics.median(rates[args.warmup:])
 
@@ -269,9 +285,9 @@ def run_keras3_mode(builders, cfg, mode, args, report, probe):
 # bert4keras 0.11.5 (subprocess, reference venv)
 # ---------------------------------------------------------------------------------------------
 
-BERT4KERAS_RUNNER = textwrap.dedent(
+BERT4KERAS_WORKER = textwrap.dedent(
     """
-    import json, os, statistics, sys, tempfile, time
+    import json, os, sys, tempfile
     os.environ["TF_KERAS"] = "1"
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -304,41 +320,53 @@ BERT4KERAS_RUNNER = textwrap.dedent(
     tokens = rng.integers(1, cfg["vocab"], size=(cfg["batch"], cfg["length"])).astype("int32")
     x = [tokens, np.zeros_like(tokens)]
     y = rng.integers(0, 2, size=(cfg["batch"],)).astype("int32")
-    def timed(fn):
-        for _ in range(request["warmup"]):
-            fn()
-        times = []
-        for _ in range(request["steps"]):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-    train = timed(lambda: model.train_on_batch(x, y))
-    forward = timed(lambda: model.predict_on_batch(x))
-    print("RESULT " + json.dumps({"train": train, "forward": forward}))
+    calls = {"train": lambda: model.train_on_batch(x, y), "forward": lambda: model.predict_on_batch(x)}
+    print("READY", flush=True)
+    for line in sys.stdin:  # one command per line: train | forward | quit
+        command = line.strip()
+        if command == "quit":
+            break
+        calls[command]()
+        print("DONE", flush=True)
     """
 )
 
 
-def run_bert4keras(family, cfg, mode, args):
-    request = json.dumps(
-        {"cfg": cfg, "family": family, "mode": mode, "warmup": args.warmup, "steps": args.steps}
-    )
-    env = dict(os.environ)
-    env.pop("KERAS_BACKEND", None)
-    result = subprocess.run(
-        [args.bert4keras_python, "-c", BERT4KERAS_RUNNER, request],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tempfile.gettempdir(),
-        timeout=args.timeout,
-    )
-    for line in result.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-    raise RuntimeError(tail[0][:200])
+class Bert4kerasWorker:
+    """bert4keras 0.11.5 in a process of the reference venv (tf_keras), kept alive so that its
+    steps can be timed in the same alternating rounds as the Keras 3 implementations."""
+
+    def __init__(self, family, cfg, mode, args):
+        env = dict(os.environ)
+        env.pop("KERAS_BACKEND", None)
+        request = json.dumps({"cfg": cfg, "family": family, "mode": mode})
+        self.process = subprocess.Popen(
+            [args.bert4keras_python, "-c", BERT4KERAS_WORKER, request],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env, cwd=tempfile.gettempdir())
+        self._expect("READY")
+
+    def _expect(self, word):
+        line = self.process.stdout.readline()
+        while line and not line.startswith(word):
+            line = self.process.stdout.readline()
+        if not line:
+            tail = self.process.stderr.read().strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(tail[0][:200])
+
+    def call(self, command):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        self._expect("DONE")
+
+    def close(self):
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write("quit\n")
+                self.process.stdin.flush()
+                self.process.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +385,6 @@ def main():
                         "bert4keras_bert,bert4keras_roformer", help="comma list of implementations")
     parser.add_argument("--bert4keras-python", default="/work/refvenv/bin/python")
     parser.add_argument("--peak-size", type=int, default=None, help="GEMM size for the peak")
-    parser.add_argument("--timeout", type=int, default=3600)
     args = parser.parse_args()
     if args.steps is None:
         args.steps = 2 if args.quick else 5
@@ -412,20 +439,16 @@ def main():
 
     for mode in modes:
         builders = {name: keras3_builders[name] for name in chosen if name in keras3_builders}
-        if builders:
-            peaks[mode] = run_keras3_mode(builders, cfg, mode, args, report,
-                                          probes[precision_of(mode)][1])
-            print(f"  measured {'gemm_peak':20s} {mode:18s} {peaks[mode]:.1f} GFLOP/s "
-                  f"({precision_of(mode)}, interleaved with the training steps)", flush=True)
-        for name in chosen:
-            if name in bert4keras_families and backend != "tensorflow":
+        families = {name: bert4keras_families[name] for name in chosen
+                    if name in bert4keras_families}
+        if families and backend != "tensorflow":
+            for name in families:
                 report(name, mode, None, RuntimeError("bert4keras needs the tensorflow backend"))
-            elif name in bert4keras_families:
-                try:
-                    report(name, mode, run_bert4keras(bert4keras_families[name], cfg, mode, args),
-                           None)
-                except Exception as error:
-                    report(name, mode, None, error)
+            families = {}
+        peaks[mode] = run_mode(builders, families, cfg, mode, args, report,
+                               probes[precision_of(mode)][1])
+        print(f"  measured {'gemm_peak':20s} {mode:18s} {peaks[mode]:.1f} GFLOP/s "
+              f"({precision_of(mode)}, interleaved with the training steps)", flush=True)
 
     print()
     header = (f"{'implementation':20s} {'mode':18s} {'train ms':>9s} {'vs hub':>7s} "

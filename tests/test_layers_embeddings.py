@@ -66,6 +66,37 @@ def test_embedding_dense_mode_mixed_precision_casts_the_table():
         H.assert_close_scaled(out, X @ table.T, H.MIXED_TOLERANCES[policy])
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_small_table_half_precision_lookup_equals_gather_and_scatters_its_gradient(policy):
+    """Segment-sized tables use a one-hot matmul in half precision: same rows as the float32
+    gather rounded once, and the gradient sums the upstream rows of each id (a scatter-add)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 3, size=(4, 7)).astype("int32")
+    ids[:, :2] = 0  # a contended row, as segment 0 is in practice
+    with H.dtype_policy(policy):
+        layer = Embedding(3, 5, embeddings_initializer="normal")
+    layer.build((None, None))
+    assert layer._one_hot_lookup()
+    table = np.asarray(layer.embeddings.numpy(), "float32")
+    upstream = rng.normal(size=(4, 7, 5)).astype("float32")
+    with tf.GradientTape() as tape:
+        out = layer(ids)
+        loss = tf.reduce_sum(tf.cast(out, "float32") * upstream)
+    grad = tf.convert_to_tensor(tape.gradient(loss, layer.embeddings.value)).numpy()
+    dtype = policy.split("_")[1]
+    expected_rows = keras.ops.convert_to_numpy(
+        keras.ops.cast(keras.ops.cast(table[ids], dtype), "float32"))
+    np.testing.assert_array_equal(H.to_numpy(keras.ops.cast(out, "float32")), expected_rows)
+    expected_grad = np.zeros_like(table)
+    np.add.at(expected_grad, ids, upstream)
+    np.testing.assert_allclose(grad, expected_grad, rtol=2e-2, atol=2e-2)
+    with H.dtype_policy(policy):
+        assert not Embedding(64, 5)._one_hot_lookup()  # vocabulary tables keep the gather
+    assert not Embedding(3, 5)._one_hot_lookup()  # float32 keeps the exact gather
+
+
 def test_embedding_shared_checks():
     H.check_layer(functools.partial(Embedding, 10, 4, mask_zero=True), IDS,
                   expected_output_shape=(2, 5, 4))
