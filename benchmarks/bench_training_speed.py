@@ -10,7 +10,8 @@ batch 8 x 128, dropout 0.1, a first-token float32 softmax classifier) for
   * bert4keras 0.11.5 BERT and RoFormer (tf_keras, with tf_keras's AdamW since bert4keras's
     optimizer wrappers need the legacy optimizer API; each in a worker process of the reference
     venv's python, ``--bert4keras-python``),
-in float32, float32 + XLA (``jit_compile=True``) and mixed_bfloat16 (``--modes`` to choose).
+in float32, float32 + XLA (``jit_compile=True``) and mixed_bfloat16 by default (``--modes``
+also offers mixed_bfloat16_xla, mixed_float16 and mixed_float16_xla).
 It prints milliseconds per step, the ratio to keras-hub's time in the same mode, and achieved
 GFLOP/s (analytic matmul FLOPs: forward 2*T*12*L*d^2 + 4*L*B*n^2*d, training 3x forward)
 next to the machine's matmul peak: the fastest GEMM of a sweep over shapes (a large square one
@@ -19,6 +20,11 @@ training steps, since a shared machine's speed drifts by tens of percent within 
 
     python benchmarks/bench_training_speed.py --quick      # 2 small layers, checks the script
     python benchmarks/bench_training_speed.py              # BERT-base shape
+    KERAS_BACKEND=jax python benchmarks/bench_training_speed.py --only ours_bert,keras_hub_bert \
+        --modes float32_xla,mixed_bfloat16_xla --batch 32 --length 512 --peak-size 8192  # a GPU
+
+On the JAX backend every mode is compiled by XLA (use the *_xla modes) and bert4keras, which
+needs TensorFlow, is skipped.
 
 Figures are medians over ``--steps`` timed calls after ``--warmup`` untimed ones. All
 implementations of a mode are built side by side (bert4keras in worker processes) and timed in
