@@ -346,9 +346,12 @@ class Bert4kerasWorker:
         env = dict(os.environ)
         env.pop("KERAS_BACKEND", None)
         request = json.dumps({"cfg": cfg, "family": family, "mode": mode})
+        # stderr goes to a file, not a pipe: TensorFlow's logging would fill an undrained pipe
+        # and block the worker
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             [args.bert4keras_python, "-c", BERT4KERAS_WORKER, request],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
             env=env, cwd=tempfile.gettempdir())
         self._expect("READY")
 
@@ -357,7 +360,8 @@ class Bert4kerasWorker:
         while line and not line.startswith(word):
             line = self.process.stdout.readline()
         if not line:
-            tail = self.process.stderr.read().strip().splitlines()[-1:] or ["no output"]
+            self.log.seek(0)
+            tail = self.log.read().strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(tail[0][:200])
 
     def call(self, command):
@@ -373,6 +377,7 @@ class Bert4kerasWorker:
                 self.process.wait(timeout=60)
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
+        self.log.close()
 
 
 # ---------------------------------------------------------------------------------------------
