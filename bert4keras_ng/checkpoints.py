@@ -129,7 +129,12 @@ class CheckpointReader:
 
 
 def open_checkpoint(source):
-    """A :class:`CheckpointReader` for a prefix, directory, file name or dict."""
+    """A :class:`CheckpointReader` for a prefix, directory, file name or dict; a reader (anything
+    with ``names()``, ``shape(name)``, ``read(name)``, ``in`` and ``describe()``, e.g. a Hugging
+    Face weights reader) is returned as it is. A reader may list fnmatch patterns of variables
+    that models may leave unused in an ``ignorable`` attribute."""
+    if all(hasattr(source, a) for a in ("names", "shape", "read", "describe", "__contains__")):
+        return source
     return CheckpointReader(source)
 
 
