@@ -9,6 +9,7 @@ import os
 
 from bert4keras_ng.models.albert import ALBERT, ALBERT_Unshared
 from bert4keras_ng.models.bert import BERT
+from bert4keras_ng.models.config import ConfigSource
 from bert4keras_ng.models.electra import ELECTRA
 from bert4keras_ng.models.gau_alpha import GAU_alpha
 from bert4keras_ng.models.nezha import NEZHA
@@ -113,7 +114,8 @@ def build_transformer_model(
     """
     configs = _read_config(config_path)
     configs.update(kwargs)
-    configs.setdefault("max_position", configs.get("max_position_embeddings", 512) or 512)
+    source = ConfigSource(None if config_path is None else os.fspath(config_path), kwargs)
+    configs.setdefault("max_position", configs.get("max_position_embeddings"))
     configs.setdefault("dropout_rate", configs.get("hidden_dropout_prob"))
     configs.setdefault("attention_dropout_rate", configs.get("attention_probs_dropout_prob"))
     configs.setdefault("segment_vocab_size", configs.get("type_vocab_size", 2))
@@ -141,7 +143,7 @@ def build_transformer_model(
         if k in configs
     }
     configs["application"] = application
-    builder = cls(**configs)
+    builder = cls(config_source=source, **configs)
     builder.model_name = model_name
     if checkpoint_path is None:
         builder.build(**build_options)

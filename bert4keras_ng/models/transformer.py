@@ -15,6 +15,7 @@ import numpy as np
 from bert4keras_ng import checkpoints
 from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.models import blocks, mappings
+from bert4keras_ng.models import config as model_config
 from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
 
 REQUIRED_CONFIG_KEYS = (
@@ -89,25 +90,50 @@ class Transformer:
         attention_normalization=None,
         softmax_plus_clamp=16,
         application="encoder",
+        config_source=None,
         **kwargs,
     ):
+        checked = model_config.validate(
+            dict(
+                vocab_size=vocab_size,
+                hidden_size=hidden_size,
+                num_hidden_layers=num_hidden_layers,
+                num_attention_heads=num_attention_heads,
+                intermediate_size=intermediate_size,
+                hidden_act=hidden_act,
+                dropout_rate=dropout_rate,
+                attention_dropout_rate=attention_dropout_rate,
+                embedding_size=embedding_size,
+                attention_head_size=attention_head_size,
+                attention_key_size=attention_key_size,
+                max_position=max_position,
+                segment_vocab_size=segment_vocab_size,
+                sequence_length=sequence_length,
+                keep_tokens=keep_tokens,
+                compound_tokens=compound_tokens,
+            ),
+            config_source,
+        )
+        vocab_size = checked["vocab_size"]
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens:
             vocab_size += len(compound_tokens)
-        self.vocab_size = int(vocab_size)
-        self.hidden_size = int(hidden_size)
-        self.num_hidden_layers = int(num_hidden_layers)
-        self.num_attention_heads = int(num_attention_heads)
-        self.attention_head_size = int(attention_head_size or self.hidden_size // self.num_attention_heads)
-        self.attention_key_size = int(attention_key_size or self.attention_head_size)
-        self.intermediate_size = intermediate_size
+        self.vocab_size = vocab_size
+        self.hidden_size = checked["hidden_size"]
+        self.num_hidden_layers = checked["num_hidden_layers"]
+        self.num_attention_heads = checked["num_attention_heads"]
+        self.attention_head_size = checked.get(
+            "attention_head_size", self.hidden_size // self.num_attention_heads
+        )
+        self.attention_key_size = checked.get("attention_key_size", self.attention_head_size)
+        self.intermediate_size = checked["intermediate_size"]
         self.hidden_act = hidden_act
         self.dropout_rate = dropout_rate or 0
         self.attention_dropout_rate = attention_dropout_rate or 0
-        self.embedding_size = int(embedding_size or self.hidden_size)
-        self.sequence_length = sequence_length
-        self.keep_tokens = None if keep_tokens is None else list(keep_tokens)
+        self.embedding_size = checked.get("embedding_size", self.hidden_size)
+        self.sequence_length = checked.get("sequence_length")
+        self.keep_tokens = None if keep_tokens is None else [int(i) for i in keep_tokens]
         self.compound_tokens = None if not compound_tokens else list(compound_tokens)
         self.residual_attention_scores = residual_attention_scores
         self.ignore_invalid_weights = ignore_invalid_weights
@@ -115,8 +141,8 @@ class Transformer:
         self.layers = {} if layers is None else layers
         self.prefix = prefix or ""
         self.name = name
-        self.max_position = int(max_position)
-        self.segment_vocab_size = int(segment_vocab_size or 0)
+        self.max_position = checked.get("max_position", 512)
+        self.segment_vocab_size = checked.get("segment_vocab_size", 0)
         self.with_pool = with_pool or bool(with_nsp)
         self.with_nsp = with_nsp
         self.with_mlm = with_mlm
