@@ -253,3 +253,78 @@ def t5_relative_position_buckets(n_q, n_k, num_buckets=32, max_distance=128, bid
     )
     large = ops.minimum(large, num_buckets - 1)
     return offset + ops.where(n < max_exact, n, large)
+
+
+# ---- run-time checks of id inputs --------------------------------------------------------------
+# Where the values can be seen, an out-of-range id is an error: eagerly a ValueError at once, in a
+# TensorFlow graph (model.predict / fit without XLA) an InvalidArgumentError when the step runs.
+# Under XLA or a JAX jit no error can be raised from inside the computation: the lookups then
+# give a zero row for an out-of-range id, in every precision and on every device.
+
+
+def _concrete(x):
+    """Whether ``x`` holds values now (eager), as opposed to a symbolic or traced tensor."""
+    if isinstance(x, keras.KerasTensor):
+        return False
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if name == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    return True
+
+
+def _graph_assert(ok, message, x):
+    """``x`` made to depend on an assertion of ``ok`` in a TensorFlow graph; ``x`` otherwise."""
+    if keras.backend.backend() != "tensorflow":
+        return x
+    import tensorflow as tf
+
+    check = tf.debugging.Assert(ok, [message])
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
+
+
+def check_ids(ids, limit, what):
+    """``ids`` after checking ``0 <= ids < limit`` where possible (see above); ``what`` names the
+    ids in the error, e.g. ``"token ids of layer 'Embedding-Token' (vocabulary size 60)"``."""
+    if _concrete(ids):
+        values = np.asarray(ops.convert_to_numpy(ids))
+        bad = np.argwhere((values < 0) | (values >= limit))
+        if bad.size:
+            first = tuple(int(i) for i in bad[0])
+            raise ValueError(
+                "%s: id %d at index %s is outside [0, %d) (%d out-of-range ids in this batch)."
+                % (what, values[first], list(first), limit, len(bad))
+            )
+        return ids
+    ok = ops.logical_and(ops.all(ids >= 0), ops.all(ids < limit))
+    return _graph_assert(ok, "%s: an id is outside [0, %d)." % (what, limit), ids)
+
+
+def check_length(x, limit, message):
+    """``x`` after checking that its axis-1 length is at most ``limit`` where possible; the
+    error is ``message`` (a ValueError eagerly, an InvalidArgumentError in a TF graph)."""
+    length = ops.shape(x)[1]
+    if isinstance(length, int) or _concrete(x):
+        if int(length) > limit:
+            raise ValueError(message.format(length=int(length)))
+        return x
+    return _graph_assert(length <= limit, message.format(length="(run-time)"), x)
+
+
+def zero_out_of_range(rows, ids, limit):
+    """Rows looked up for ``ids`` with those of out-of-range ids set to zero (the behaviour
+    where no error can be raised, the same for gathers and one-hot lookups)."""
+    valid = ops.logical_and(ids >= 0, ids < limit)
+    return rows * ops.cast(valid, rows.dtype)[..., None]
+
+
+def clip_ids(ids, limit):
+    """``ids`` with out-of-range values replaced by 0, safe to gather on every device."""
+    valid = ops.logical_and(ids >= 0, ids < limit)
+    return ops.where(valid, ids, ops.zeros_like(ids))

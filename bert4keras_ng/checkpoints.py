@@ -187,11 +187,12 @@ class CheckpointReader:
 
 
 def open_checkpoint(source):
-    """A :class:`CheckpointReader` for a prefix, directory, file name or dict; a reader (anything
-    with ``names()``, ``shape(name)``, ``read(name)``, ``in`` and ``describe()``, e.g. a Hugging
-    Face weights reader) is returned as it is. A reader may list fnmatch patterns of variables
-    that models may leave unused in an ``ignorable`` attribute."""
-    if all(hasattr(source, a) for a in ("names", "shape", "read", "describe", "__contains__")):
+    """A :class:`CheckpointReader` for a prefix, directory, file name or dict.
+
+    A reader (anything with ``names()``, ``shape(name)``, ``read(name)`` and ``in``, optionally
+    ``describe()``; e.g. a Hugging Face weights reader) is returned as it is; its ``ignorable``
+    attribute may list fnmatch patterns of variables that models may leave unused."""
+    if all(hasattr(source, a) for a in ("names", "shape", "read", "__contains__")):
         return source
     return CheckpointReader(source)
 
@@ -308,3 +309,9 @@ def closest_names(name, candidates, n=3):
 def _suggest(name, candidates):
     close = closest_names(name, candidates)
     return (" Closest names present: %s." % ", ".join(close)) if close else ""
+
+
+def describe(reader):
+    """How error messages name ``reader``'s source (its ``describe()``, or its type)."""
+    method = getattr(reader, "describe", None)
+    return method() if callable(method) else "checkpoint reader %s" % type(reader).__name__

@@ -17,6 +17,7 @@ from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.models import blocks, mappings
 from bert4keras_ng.models import config as model_config
 from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
+from bert4keras_ng.models.inputs import TransformerModel
 
 REQUIRED_CONFIG_KEYS = (
     "vocab_size",
@@ -254,7 +255,7 @@ class Transformer:
         self.outputs = outputs if isinstance(outputs, list) else [outputs]
         self.input = self.inputs[0] if len(self.inputs) == 1 else self.inputs
         self.output = self.outputs[0] if len(self.outputs) == 1 else self.outputs
-        self.model = keras.Model(self.input, self.output, name=self.name)
+        self.model = TransformerModel(self.input, self.output, name=self.name)
         self._check_weight_coverage()
         self.built = True
         return self.model
@@ -659,7 +660,7 @@ class Transformer:
         present = reader.names()
         lines = [
             "%s lacks %d variable(s) needed by %s:"
-            % (reader.describe(), len(missing), _model_label(self))
+            % (checkpoints.describe(reader), len(missing), _model_label(self))
         ]
         for layer_name, name in missing[:12]:
             close = checkpoints.closest_names(name, present)
@@ -696,7 +697,7 @@ class Transformer:
     def _unused_message(self, reader, unused):
         lines = [
             "%s has %d variable(s) that %s does not use (loading would silently drop them):"
-            % (reader.describe(), len(unused), _model_label(self))
+            % (checkpoints.describe(reader), len(unused), _model_label(self))
         ]
         for name in unused[:12]:
             lines.append("  %s %s" % (name, tuple(reader.shape(name))))
@@ -717,7 +718,7 @@ class Transformer:
         return "\n".join(lines)
 
     def _mismatch_message(self, reader, mismatched):
-        lines = ["%s has variables whose shape does not fit the model:" % reader.describe()]
+        lines = ["%s has variables whose shape does not fit the model:" % checkpoints.describe(reader)]
         for layer_name, name, got, want in mismatched:
             lines.append(
                 "  %s: checkpoint shape %s, layer %s expects %s" % (name, got, layer_name, want)
