@@ -260,6 +260,8 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
     def optimizer(kind):
         if kind == "tiger":
             return O.Tiger(learning_rate=1e-2, grad_accum_steps=2)
+        if kind == "adamw":
+            return O.AdamW(learning_rate=1e-2, weight_decay=0.01)
         cls = O.extend_with_lookahead(O.extend_with_exponential_moving_average(
             O.extend_with_layer_adaptation(O.extend_with_piecewise_linear_lr(
                 O.extend_with_weight_decay(O.AdamW)))))
@@ -278,7 +280,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
 
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert mirrored.num_replicas_in_sync == 2
-    for kind in ["tiger", "adamw_wrapped"]:
+    for kind in ["tiger", "adamw", "adamw_wrapped"]:
         single = train(tf.distribute.get_strategy(), kind)
         multi = train(mirrored, kind)
         worst = max(float(np.abs(a - b).max()) for a, b in zip(single, multi))
