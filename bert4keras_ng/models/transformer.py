@@ -688,11 +688,35 @@ class Transformer:
             if key in self.table and self.prefixed(key) not in self.layers:
                 for spec in self.table[key].values():
                     optional.add(mappings.parse(_fill(spec, None, self.scope))[0])
-        return [
+        unused = [
             name
             for name in reader.names()
             if name not in used and name not in optional and not mappings.matches(name, patterns)
         ]
+        constants = self._architecture_constants() if unused else {}
+        return [
+            name
+            for name in unused
+            if name not in constants or not np.all(np.asarray(reader.read(name)) == constants[name])
+        ]
+
+    def _architecture_constants(self):
+        """{checkpoint name: value} for table entries of built layers that lack the weight (no
+        bias, no LayerNorm scale/offset): a checkpoint variable holding exactly that constant
+        (zeros for a bias or offset, ones for a scale) loses nothing when left unused."""
+        constants = {}
+        for key, weights in self.table.items():
+            indices = range(self.num_hidden_layers) if "{i}" in key else [None]
+            for i in indices:
+                layer = self.layers.get(self.prefixed(_fill(key, i, self.scope)))
+                if not isinstance(layer, keras.layers.Layer):
+                    continue
+                own = _weights_by_name(layer)
+                for weight_name, spec in weights.items():
+                    if weight_name not in own:
+                        name = mappings.parse(_fill(spec, i, self.scope))[0]
+                        constants[name] = 1.0 if weight_name.endswith("gamma") else 0.0
+        return constants
 
     def _unused_message(self, reader, unused):
         lines = [
