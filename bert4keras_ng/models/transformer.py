@@ -51,6 +51,9 @@ class Transformer:
     head = "bert"  # 'bert' (pool/NSP/MLM) | 'tied' (RoFormerV2-style MLM) | 'electra'
     attention_normalization = "softmax"
     initializer_order = None  # None: TruncatedNormal(0.02); n: DepthScaledTruncatedNormal(order=n)
+    # '<layer>/<weight>' patterns of trainable weights no checkpoint holds (a subclass adding
+    # layers of its own extends this); every other built weight needs a table entry
+    not_from_checkpoint = mappings.NOT_FROM_CHECKPOINT
     # checkpoint variables that identify this family (present, absent); used in error hints
     signature = (
         ("bert/encoder/layer_0/attention/self/query/bias", "bert/embeddings/position_embeddings"),
@@ -272,14 +275,15 @@ class Transformer:
             for relative, weight in _weights_by_name(layer).items():
                 if not weight.trainable or id(weight) in covered:
                     continue
-                if not mappings.matches(layer.name + "/" + relative, mappings.NOT_FROM_CHECKPOINT):
+                if not mappings.matches(layer.name + "/" + relative, self.not_from_checkpoint):
                     uncovered.append("%s/%s %s" % (layer.name, relative, tuple(weight.shape)))
         if uncovered:
             raise ValueError(
                 "%s cannot be built with these options: weight(s) %s have no entry in its "
                 "checkpoint table, so loading a checkpoint would leave them random and "
                 "save_weights_as_checkpoint would drop them. Change the options (e.g. "
-                "embedding_size = hidden_size) or add the entries to the family's table."
+                "embedding_size = hidden_size), add the entries to the family's table, or "
+                "declare them in its not_from_checkpoint patterns."
                 % (_model_label(self), ", ".join(uncovered))
             )
 
