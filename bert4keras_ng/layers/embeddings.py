@@ -201,18 +201,25 @@ class PositionEmbedding(_PositionMerge):
             return self._merge(x, table[None, : ops.shape(x)[1]])
         if ids is None:
             ids = ops.arange(ops.shape(x)[1], dtype="int32")[None]
+        return self.call_at(x, ids)
+
+    def call_at(self, x, ids):
+        """Merge the rows of explicit position ids (b|1, n) into x (b, n, d); the cached
+        decoder uses it for tokens whose positions do not start at 0. Out-of-range ids: an
+        error where checkable (``backend.check_ids``), zero rows otherwise."""
+        table = ops.cast(self.embeddings, x.dtype)
         limit = self.input_dim ** 2 if self.hierarchical else self.input_dim
         ids = check_ids(ops.cast(ids, "int32"), limit,
                         "%s: position ids for %d positions" % (self.name, limit))
-        if not self.hierarchical:
-            rows = ops.take(table, clip_ids(ids, limit), axis=0)
-            return self._merge(x, zero_out_of_range(rows, ids, limit))
-        alpha = 0.4 if self.hierarchical is True else float(self.hierarchical)
-        u = (table - alpha * table[:1]) / (1.0 - alpha)
         safe = clip_ids(ids, limit)
-        table = (alpha * ops.take(u, safe // self.input_dim, axis=0)
-                 + (1.0 - alpha) * ops.take(u, safe % self.input_dim, axis=0))
-        return self._merge(x, zero_out_of_range(table, ids, limit))
+        if self.hierarchical:
+            alpha = 0.4 if self.hierarchical is True else float(self.hierarchical)
+            u = (table - alpha * table[:1]) / (1.0 - alpha)
+            rows = (alpha * ops.take(u, safe // self.input_dim, axis=0)
+                    + (1.0 - alpha) * ops.take(u, safe % self.input_dim, axis=0))
+        else:
+            rows = ops.take(table, safe, axis=0)
+        return self._merge(x, zero_out_of_range(rows, ids, limit))
 
     def get_config(self):
         config = super().get_config()
@@ -239,6 +246,10 @@ class SinusoidalPositionEmbedding(_PositionMerge):
         x, ids = self._split(inputs)
         if ids is None:
             ids = ops.arange(ops.shape(x)[1], dtype="float32")[None]
+        return self.call_at(x, ids)
+
+    def call_at(self, x, ids):
+        """Merge the sinusoids of explicit positions ids (b|1, n) into x (cached decoding)."""
         table = sinusoidal_embeddings(ops.cast(ids, "float32"), self.output_dim, self.base)
         return self._merge(x, table)
 
