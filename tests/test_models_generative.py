@@ -219,3 +219,23 @@ def test_bert4keras_loads_what_we_write(tmp_path, family):
     theirs = np.load(tmp_path / "theirs.npy")
     valid = valid_positions({"token_ids" if family.startswith("gpt") else "decoder_token_ids": inputs[-1]})
     assert real_error(ours, theirs, valid) <= ATOL
+
+
+def test_t5_with_a_condition_takes_it_once_and_composes():
+    """layer_norm_cond on T5: the full model takes the condition once; it equals its decoder
+    run on its encoder's output (both conditioned)."""
+    condition = keras.Input(shape=(8,), name="Input-Condition")
+    builder = build_transformer_model(model="t5.1.1", layer_norm_cond=condition,
+                                      additional_input_layers=condition, return_keras_model=False,
+                                      **dict(TINY, hidden_act=["gelu", "linear"]))
+    assert [i.name for i in builder.model.inputs] == ["Encoder-Input-Token", "Input-Condition", "Decoder-Input-Token"]
+    rng = np.random.default_rng(1)
+    for w in builder.model.weights:  # the condition projections start at zero: make them matter
+        w.assign(rng.standard_normal(w.shape).astype("float32") * 0.3 + keras.ops.convert_to_numpy(w))
+    enc, dec = np.array([[3, 4, 7, 9]], "int32"), np.array([[0, 5, 2]], "int32")
+    z = rng.standard_normal((1, 8)).astype("float32")
+    whole = keras.ops.convert_to_numpy(builder.model([enc, z, dec]))
+    context = keras.ops.convert_to_numpy(builder.encoder([enc, z]))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(builder.decoder([context, dec, z])), whole, atol=1e-6)
+    other = keras.ops.convert_to_numpy(builder.model([enc, z + 1.0, dec]))
+    assert np.abs(other - whole).max() > 1e-4

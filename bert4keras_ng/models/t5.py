@@ -155,8 +155,13 @@ class T5(T5_Base):
         self.encoder = self._encoder.build(**build_options)
         self.decoder = self._decoder.build(**build_options)
         self._decoder.position_bias = self._decoder.cross_bias = None  # recomputed below
-        self.inputs = self.encoder.inputs + self.decoder.inputs[1:]
-        outputs = self._decoder.call(self.encoder.outputs + self.decoder.inputs[1:])
+        # encoder inputs, then the decoder's except its context (an extra input both stacks
+        # take, such as a layer_norm_cond condition, appears once)
+        self.inputs = []
+        for tensor in self.encoder.inputs + self.decoder.inputs[1:]:
+            if all(tensor is not seen for seen in self.inputs):
+                self.inputs.append(tensor)
+        outputs = self._decoder.call([self.encoder.outputs[0], self.decoder.inputs[1]])
         self.outputs = outputs if isinstance(outputs, list) else [outputs]
         self.input, self.output = self.inputs, self.outputs[0] if len(self.outputs) == 1 else self.outputs
         self.model = keras.Model(self.inputs, self.output, name=self.name)
