@@ -78,7 +78,7 @@ def test_keep_tokens_slice_the_t5_lm_kernel_columns():
 
 @pytest.mark.parametrize(
     "family, wrong, hint",
-    [("mt5.1.1", "t5.1.1", "mt5.1.1"), ("t5.1.1", "t5", "t5.1.1"), ("gpt2", "gpt", "gpt2"),
+    [("mt5.1.1", "t5.1.1", "mt5.1.1"), ("t5.1.1", "mt5.1.1", "t5.1.1"), ("gpt2", "gpt", "gpt2"),
      ("gpt2_ml", "gpt2", "gpt2_ml")],
 )
 def test_wrong_model_string_names_missing_variables_and_hints_the_right_one(family, wrong, hint):
@@ -158,6 +158,12 @@ def test_t5_rejects_lm_and_unilm_applications(model):
         build_transformer_model(model=model, application="lm", **TINY)
 
 
+@pytest.mark.parametrize("model, act", [("t5", ["gelu", "linear"]), ("t5.1.1", "gelu"), ("mt5.1.1_decoder", "relu")])
+def test_t5_version_and_feed_forward_kind_must_agree(model, act):
+    with pytest.raises(ValueError, match="t5.1.0 has one feed-forward branch"):
+        build_transformer_model(model=model, **dict(TINY, hidden_act=act))
+
+
 def test_token_only_gpts_reject_unilm_and_version_is_checked():
     with pytest.raises(ValueError, match="segment_vocab_size > 0"):
         build_transformer_model(model="gpt2_ml", application="unilm", **TINY)
@@ -173,10 +179,12 @@ def test_gpt_is_causal_and_version_follows_the_string():
     assert [i.name for i in gpt2.inputs] == ["Input-Token"]
     for name, version in (("t5", "t5.1.0"), ("t5_encoder", "t5.1.0"), ("t5.1.1_decoder", "t5.1.1"),
                           ("mt5.1.1", "mt5.1.1")):
-        builder = build_transformer_model(model=name, return_keras_model=False, **TINY)
+        act = "gelu" if version == "t5.1.0" else ["gelu", "linear"]
+        builder = build_transformer_model(model=name, return_keras_model=False, **dict(TINY, hidden_act=act))
         assert builder.version == version
     # 't5' lets an explicit version stand, as in bert4keras
-    assert build_transformer_model(model="t5", version="t5.1.1", return_keras_model=False, **TINY).version == "t5.1.1"
+    gated = dict(TINY, hidden_act=["gelu", "linear"])
+    assert build_transformer_model(model="t5", version="t5.1.1", return_keras_model=False, **gated).version == "t5.1.1"
 
 
 REFERENCE_PYTHON = os.environ.get("BERT4KERAS_REFERENCE_PYTHON", "/work/refvenv/bin/python")

@@ -31,6 +31,7 @@ class T5_Base(Transformer):
     segment_input = False
     embedding_norm = False
     block = "pre_norm"
+    ignorable = ("*_slot_*",)  # Mesh-TensorFlow Adafactor slots (``.../q_slot_vc``, ...)
     signatures = {
         "t5.1.0": ((_BLOCK0 + "DenseReluDense/wi/kernel",), ()),
         "t5.1.1": ((_BLOCK0 + "DenseReluDense/wi_0/kernel", _BLOCK0 + "layer_norm/scale"), ()),
@@ -51,6 +52,14 @@ class T5_Base(Transformer):
         self.table = mappings.t5(version)
         self.signature = self.signatures[version]
         super().__init__(**kwargs)
+        gated = isinstance(self.hidden_act, (list, tuple))
+        if gated != (version != "t5.1.0"):
+            raise ValueError(
+                "T5 version %r with hidden_act=%r: t5.1.0 has one feed-forward branch (wi, e.g. "
+                "'relu'), t5.1.1 / mt5.1.1 the gated pair (wi_0, wi_1: a list such as "
+                "['gelu', 'linear']); check the model= string and the config's hidden_act."
+                % (version, self.hidden_act)
+            )
 
     def token_inputs(self, name):
         return self.apply(layer=keras.layers.Input, shape=(self.sequence_length,), dtype="int32", name=name)
@@ -64,6 +73,7 @@ class T5_Encoder(T5_Base):
     """T5 encoder: Encoder-Input-Token → hidden states (b, n, H)."""
 
     block_prefix = "Encoder-"
+    ignorable = T5_Base.ignorable + ("decoder/*",)  # a full T5 checkpoint: the other stack
 
     def get_inputs(self):
         return [self.token_inputs("Encoder-Input-Token")]
@@ -77,6 +87,7 @@ class T5_Decoder(T5_Base):
 
     block_prefix = "Decoder-"
     causal_relative_position = True
+    ignorable = T5_Base.ignorable + ("encoder/*",)
 
     def __init__(self, with_lm=True, cross_position_bias=True, **kwargs):
         super().__init__(**kwargs)
