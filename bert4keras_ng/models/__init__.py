@@ -12,8 +12,10 @@ from bert4keras_ng.models.bert import BERT
 from bert4keras_ng.models.config import ConfigSource
 from bert4keras_ng.models.electra import ELECTRA
 from bert4keras_ng.models.gau_alpha import GAU_alpha
+from bert4keras_ng.models.gpt import GPT, GPT2, GPT2_ML
 from bert4keras_ng.models.nezha import NEZHA
 from bert4keras_ng.models.roformer import RoFormer, RoFormerV2
+from bert4keras_ng.models.t5 import T5, T5_Decoder, T5_Encoder
 from bert4keras_ng.models.transformer import (
     REQUIRED_CONFIG_KEYS,
     CheckpointMismatchError,
@@ -30,7 +32,14 @@ MODELS = {
     "roformer": RoFormer,
     "roformer_v2": RoFormerV2,
     "gau_alpha": GAU_alpha,
+    "gpt": GPT,
+    "gpt2": GPT2,
+    "gpt2_ml": GPT2_ML,
 }
+# T5 strings: '<version>', '<version>_encoder', '<version>_decoder'; 't5' is 't5.1.0'.
+T5_STRINGS = {"t5": "t5.1.0", "t5.1.0": "t5.1.0", "t5.1.1": "t5.1.1", "mt5.1.1": "mt5.1.1"}
+for _name in T5_STRINGS:
+    MODELS[_name], MODELS[_name + "_encoder"], MODELS[_name + "_decoder"] = T5, T5_Encoder, T5_Decoder
 
 __all__ = [
     "build_transformer_model",
@@ -44,6 +53,12 @@ __all__ = [
     "RoFormer",
     "RoFormerV2",
     "GAU_alpha",
+    "GPT",
+    "GPT2",
+    "GPT2_ML",
+    "T5",
+    "T5_Encoder",
+    "T5_Decoder",
     "CheckpointMismatchError",
 ]
 
@@ -62,6 +77,14 @@ def _read_config(config_path):
     if not isinstance(config, dict):
         raise ValueError("Config file %r must hold a JSON object." % config_path)
     return config
+
+
+def t5_version(model_name):
+    """The T5 version a model string names ('t5.1.1_encoder' -> 't5.1.1'), or None."""
+    for prefix in ("t5.1.1", "mt5.1.1", "t5.1.0", "t5"):
+        if model_name in (prefix, prefix + "_encoder", prefix + "_decoder"):
+            return T5_STRINGS[prefix]
+    return None
 
 
 def resolve_model(model):
@@ -98,9 +121,11 @@ def build_transformer_model(
     ``segment_vocab_size`` ← ``type_vocab_size`` (2).
 
     model: 'bert', 'roberta', 'albert', 'albert_unshared', 'nezha', 'electra', 'roformer',
-        'roformer_v2', 'gau_alpha' (case-insensitive) or a ``Transformer`` subclass.
+        'roformer_v2', 'gau_alpha', 'gpt', 'gpt2', 'gpt2_ml', 't5' (= 't5.1.0'), 't5.1.1',
+        'mt5.1.1' and each T5 string with '_encoder' / '_decoder' (case-insensitive) or a
+        ``Transformer`` subclass.
     application: 'encoder', 'lm' (causal mask) or 'unilm' (seq2seq mask from segment ids);
-        'lm' and 'unilm' switch the MLM head on.
+        'lm' and 'unilm' switch the MLM head on. GPTs are always causal; T5 takes neither.
     Options: with_pool, with_nsp, with_mlm (True or an activation name), with_discriminator
         (ELECTRA), keep_tokens, compound_tokens, hierarchical_position, custom_position_ids,
         segment_vocab_size, shared_segment_embeddings, residual_attention_scores,
@@ -108,7 +133,9 @@ def build_transformer_model(
         layer_norm_cond_hidden_act), additional_input_layers, sequence_length, prefix, name,
         embedding_size, attention_head_size, attention_key_size, attention_normalization
         ('softmax', 'softmax_plus', 'squared_relu'; the default is the family's),
-        softmax_plus_clamp (16).
+        softmax_plus_clamp (16); GPT family: final_activation ('softmax'); T5: version (set
+        from the string), with_lm, cross_position_bias; build option attention_caches
+        ({attention layer name: [k_cache, v_cache]}).
     Returns the Keras model, or with ``return_keras_model=False`` the builder (``.model``,
     ``.layers``, ``.load_weights_from_checkpoint``, ``.save_weights_as_checkpoint``, ...).
     """
@@ -139,9 +166,14 @@ def build_transformer_model(
             "layer_norm_cond_hidden_size",
             "layer_norm_cond_hidden_act",
             "additional_input_layers",
+            "attention_caches",
         )
         if k in configs
     }
+    version = t5_version(model_name)
+    if version is not None:  # 't5' / 't5.1.0' let an explicit version= stand, as bert4keras
+        if model_name.startswith(("t5.1.1", "mt5.1.1")) or "version" not in configs:
+            configs["version"] = version
     configs["application"] = application
     builder = cls(config_source=source, **configs)
     builder.model_name = model_name
