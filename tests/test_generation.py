@@ -118,8 +118,8 @@ def teacher_forced_logits(model, cached, prompt, continuation):
     for i in range(len(continuation) + 1):
         ids = np.concatenate([prompt, continuation[:i]])[None]
         segs = np.concatenate([np.zeros(len(prompt)), np.full(i, cached.segment_id)])[None]
-        probs = model.predict([ids, segs], verbose=0)[0, -1].astype("float64")
-        want.append(np.log(probs))
+        probs = model([ids.astype("int32"), segs.astype("int32")], training=False)
+        want.append(np.log(keras.ops.convert_to_numpy(probs)[0, -1].astype("float64")))
     return np.array(got), np.array(want), state
 
 
@@ -198,6 +198,29 @@ def test_sampling_sequences_finish_like_bert4keras():
         assert finished == sorted(finished, reverse=True)
         lengths = [len(s) for s, f in zip(samples, finished) if f]
         assert lengths == sorted(lengths)
+
+
+@pytest.mark.slow
+def test_auto_regressive_decoder_fast_path():
+    """AutoRegressiveDecoder(model=...) without a predict of its own: cached and compiled, the
+    same beams as the bert4keras-style subclass; with a predict of its own it refuses model=."""
+    m = tiny_model("bert", "unilm", seed=6)
+    batch = prompts(seed=6, lengths=(4, 6))
+    ref = Uncached(m, 1, start_id=None, end_id=END, maxlen=5)
+    fast = AutoRegressiveDecoder(start_id=None, end_id=END, maxlen=5, model=m)
+    for p in batch:
+        assert list(fast.beam_search(p, topk=2)) == list(ref.beam_search(p, topk=2))
+    a = fast.random_sample(batch[0], 3, topk=3, rng=np.random.default_rng(0))
+    b = fast.random_sample(batch[0], 3, topk=3, rng=np.random.default_rng(0))
+    assert len(a) == 3 and [list(x) for x in a] == [list(x) for x in b]
+
+    class Own(AutoRegressiveDecoder):
+        @AutoRegressiveDecoder.wraps()
+        def predict(self, inputs, output_ids, states):
+            return None
+
+    with pytest.raises(ValueError, match="not both"):
+        Own(start_id=None, end_id=END, maxlen=5, model=m)
 
 
 def test_unsupported_models_fail_clearly():
