@@ -275,8 +275,8 @@ class CachedModel:
                 x = args[0]  # [q, k, v, (bias), (position)] with k, v from the context
                 if fresh:
                     mask = keras.src.backend.get_keras_mask(x[2])
-                    if mask is None:
-                        mask = ops.ones(ops.shape(x[2])[:2], "bool")
+                    if mask is None:  # rows of a stacked context are zero-padded
+                        mask = ops.any(ops.not_equal(x[2], 0), axis=-1)
                     cross.append(op.cache_context(x[1], x[2]) + [ops.cast(mask, "bool")])
                 kw, vw, mask = cross[cross_of[id(node)]]
                 out = op.call_context_cached([x[0]] + list(x[3:]), [kw, vw], mask,
@@ -453,7 +453,14 @@ class Generator:
             tokens.append(t)
             segments.append(s)
             contexts.append([np.asarray(c) for c, r in zip(p, roles) if r == "context"])
-        length = _bucket(max(len(t) for t in tokens))
+        length = max(len(t) for t in tokens)
+        if self.cached.cross_position:  # decoder slots = positions: no padding at all
+            if min(len(t) for t in tokens) != length:
+                raise ValueError("Generator: this model's cross-attention position bias needs "
+                                 "decoder prompts of one length; got lengths "
+                                 f"{sorted(set(len(t) for t in tokens))}.")
+        else:
+            length = _bucket(length)  # fewer distinct shapes to compile
         tok, pads = left_pad(tokens, length)
         seg, _ = left_pad(segments, length)
         n_context = roles.count("context")
@@ -461,10 +468,6 @@ class Generator:
             raise ValueError(f"Generator: the model takes {n_context} context input(s); pass "
                              "each prompt as the full list of model inputs.")
         context = [_stack_context([c[i] for c in contexts]) for i in range(n_context)]
-        if self.cached.cross_position and pads.min() != pads.max():
-            raise ValueError("Generator: this model's cross-attention position bias needs "
-                             "decoder prompts of one length; got lengths "
-                             f"{sorted(set(len(t) for t in tokens))}.")
         return tok, seg, pads, context, n_seq
 
     def _function(self, key, builder):

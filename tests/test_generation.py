@@ -30,17 +30,25 @@ KINDS = [
 ]
 
 
-def tiny_model(model, application, seed=0, **kwargs):
+def tiny_model(model, application="encoder", seed=0, **kwargs):
+    """A random tiny model; for T5 the builder (``.encoder``, ``.decoder``)."""
     keras.utils.set_random_seed(seed)
-    m = build_transformer_model(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, hidden_act="gelu", model=model, application=application,
-        max_position=64, **kwargs)
+    t5 = model.startswith("t5")
+    if t5:
+        kwargs["return_keras_model"] = False
+        if model != "t5.1.0":
+            kwargs["hidden_act"] = ["gelu", "linear"]
+    else:
+        kwargs["application"] = application
+    options = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                   intermediate_size=32, hidden_act="gelu", max_position=64)
+    options.update(kwargs)
+    m = build_transformer_model(model=model, **options)
     rng = np.random.default_rng(seed)
-    for w in m.weights:
+    for w in (m.model if t5 else m).weights:
         if w.trainable and len(w.shape) >= 1:
-            w.assign(rng.normal(0.0, 0.2, w.shape).astype("float32")
-                     + (1.0 if w.path.endswith("gamma") else 0.0))
+            scale = w.path.endswith("gamma") or w.path.endswith("scale")
+            w.assign(rng.normal(0.0, 0.2, w.shape).astype("float32") + (1.0 if scale else 0.0))
     return m
 
 
@@ -55,7 +63,8 @@ def prompts(seed=0, lengths=(3, 9, 5, 1)):
 
 
 class Uncached(AutoRegressiveDecoder):
-    """bert4keras-style decoder: the whole prefix through the model at every step."""
+    """bert4keras-style decoder: the whole prefix through the model at every step (prompts
+    [token_ids, segment_ids], [token_ids] for token-only models, [context] for T5 decoders)."""
 
     def __init__(self, model, segment, **kwargs):
         super().__init__(**kwargs)
@@ -63,10 +72,18 @@ class Uncached(AutoRegressiveDecoder):
 
     @AutoRegressiveDecoder.wraps(default_rtype="probas")
     def predict(self, inputs, output_ids, states):
-        token_ids, segment_ids = inputs
-        token_ids = np.concatenate([token_ids, output_ids], 1)
-        segment_ids = np.concatenate([segment_ids, np.full_like(output_ids, self.segment)], 1)
-        return self.model.predict([token_ids, segment_ids], verbose=0)[:, -1]
+        names = [t._keras_history[0].name for t in self.model.inputs]
+        if names[0] == "Input-Context":
+            feed = [inputs[0].astype("float32"), output_ids]
+        else:
+            token_ids = np.concatenate([inputs[0], output_ids], 1)
+            feed = [token_ids]
+            if len(names) == 2:
+                segments = np.full_like(output_ids, self.segment)
+                feed.append(np.concatenate([inputs[1], segments], 1))
+        feed = [np.asarray(f) for f in feed]
+        probs = self.model(feed if len(feed) > 1 else feed[0], training=False)
+        return keras.ops.convert_to_numpy(probs)[:, -1]
 
 
 def segment_of(application):
@@ -85,6 +102,41 @@ def test_cached_greedy_and_beam_equal_uncached(model, application):
     for p, g, b in zip(batch, greedy, beams):
         assert list(g) == list(ref.beam_search(p, topk=1)), f"greedy, prompt {p[0]}"
         assert list(b) == list(ref.beam_search(p, topk=3)), f"beam 3, prompt {p[0]}"
+
+
+GENERATIVE = ["gpt", "gpt2", "gpt2_ml"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", GENERATIVE)
+def test_gpt_family_cached_greedy_and_beam_equal_uncached(model):
+    m = tiny_model(model)
+    token_only = len(m.inputs) == 1
+    batch = [p[:1] if token_only else p for p in prompts(seed=2)]
+    ref = Uncached(m, 0, start_id=None, end_id=END, maxlen=6)
+    gen = Generator(m, end_id=END, maxlen=6)
+    greedy, beams = gen.greedy(batch), gen.beam_search(batch, topk=3)
+    for p, g, b in zip(batch, greedy, beams):
+        assert list(g) == list(ref.beam_search(p, topk=1)), f"greedy, prompt {p[0]}"
+        assert list(b) == list(ref.beam_search(p, topk=3)), f"beam 3, prompt {p[0]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["t5.1.0", "t5.1.1"])
+def test_t5_cached_greedy_and_beam_equal_uncached(version):
+    """Encoder outputs of different lengths (zero-padded when stacked, masked in the cached
+    cross-attention), decoder starting from id 0 as in bert4keras' T5 examples."""
+    t5 = tiny_model(version, seed=3)
+    contexts = []
+    for p in prompts(seed=5, lengths=(4, 8, 2)):
+        encoded = t5.encoder(p[0][None].astype("int32"), training=False)
+        contexts.append([keras.ops.convert_to_numpy(encoded)[0]])
+    ref = Uncached(t5.decoder, 0, start_id=0, end_id=END, maxlen=6)
+    gen = Generator(t5.decoder, end_id=END, maxlen=6, start_id=0)
+    greedy, beams = gen.greedy(contexts), gen.beam_search(contexts, topk=2)
+    for c, g, b in zip(contexts, greedy, beams):
+        assert list(g) == list(ref.beam_search(c, topk=1))
+        assert list(b) == list(ref.beam_search(c, topk=2))
 
 
 @pytest.mark.slow
@@ -118,12 +170,14 @@ def teacher_forced_logits(model, cached, prompt, continuation):
     for i in range(len(continuation) + 1):
         ids = np.concatenate([prompt, continuation[:i]])[None]
         segs = np.concatenate([np.zeros(len(prompt)), np.full(i, cached.segment_id)])[None]
-        probs = model([ids.astype("int32"), segs.astype("int32")], training=False)
+        feed = [ids.astype("int32"), segs.astype("int32")][: len(model.inputs)]
+        probs = model(feed if len(feed) > 1 else feed[0], training=False)
         want.append(np.log(keras.ops.convert_to_numpy(probs)[0, -1].astype("float64")))
     return np.array(got), np.array(want), state
 
 
-@pytest.mark.parametrize("model,application", [("bert", "unilm"), ("nezha", "lm")])
+@pytest.mark.parametrize("model,application", [("bert", "unilm"), ("nezha", "lm"),
+                                               ("gpt2", "lm")])
 def test_step_logits_match_full_recomputation(model, application):
     m = tiny_model(model, application)
     cached = CachedModel(m)
