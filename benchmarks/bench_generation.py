@@ -14,7 +14,8 @@ default) after a ``--prompt``-token prompt (32), at batch 1 and 16, for
     when this checkout has the T5 family.
 Random weights, no end id (every row generates exactly ``--tokens`` tokens). Figures are the
 median of ``--repeats`` timed calls after one untimed call (which compiles; its time is printed
-as "first call"). Ratios are ours / theirs in tokens per second, measured in the same run.
+as "first call"), the implementations timed in alternating rounds so that a shared machine's
+drift falls on all alike. Ratios are ours / theirs in tokens per second, of the same run.
 
     python benchmarks/bench_generation.py --tokens 32          # a short run
     python benchmarks/bench_generation.py --quick              # 2 small layers, checks the script
@@ -54,16 +55,13 @@ def prompts(batch, length, vocab, seed=0):
     return rng.integers(5, vocab, size=(batch, length)).astype("int32")
 
 
-def timed(fn, repeats):
+def seconds_of(name, fn):
+    """Wall seconds of one call (the bert4keras worker reports its own)."""
+    if name.startswith("bert4keras "):
+        return fn()
     start = time.perf_counter()
     fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
+    return time.perf_counter() - start
 
 
 def config(cfg, t5=False):
@@ -286,17 +284,18 @@ def main():
                 print(f"bert4keras: skipped ({e})")
         print(f"\n{kind}: {cfg}")
         for batch in batches:
+            calls = {name: make(batch) for name, (make, _) in runners.items()}
+            first = {name: seconds_of(name, fn) for name, fn in calls.items()}  # compiles
+            times = {name: [] for name in calls}
+            for _ in range(args.repeats):  # alternating rounds: drift falls on all alike
+                for name, fn in calls.items():
+                    times[name].append(seconds_of(name, fn))
             speeds = {}
-            for name, (make, tokens) in runners.items():
-                fn = make(batch)
-                if name.startswith("bert4keras "):  # the worker times itself
-                    calls = [fn() for _ in range(1 + args.repeats)]
-                    first, seconds = calls[0], statistics.median(calls[1:])
-                else:
-                    first, seconds = timed(fn, args.repeats)
+            for name, (_, tokens) in runners.items():
+                seconds = statistics.median(times[name])
                 speeds[name] = batch * tokens / seconds
                 print(f"  batch {batch:2d}  {name:34s} {speeds[name]:9.1f} tokens/s  "
-                      f"({seconds:.2f} s; first call {first:.1f} s)", flush=True)
+                      f"({seconds:.2f} s; first call {first[name]:.1f} s)", flush=True)
             ours = [v for k, v in speeds.items() if k.startswith("bert4keras_ng")]
             for name, value in speeds.items():
                 if ours and not name.startswith("bert4keras_ng"):

@@ -534,7 +534,7 @@ class Generator:
                 state = cached.reorder(state, rows)
             b = ops.shape(logits)[0]
             if not greedy:
-                uniforms = keras.random.uniform((maxlen, b), seed=seed_from(seed))
+                uniforms = _uniforms(seed, (maxlen, b))
             out = ops.zeros((b, maxlen), "int32")
             ends = ops.zeros((b,), "int32")
             finish = ops.full((b,), maxlen, "int32")
@@ -561,7 +561,6 @@ class Generator:
                                                logits, state))
             return loop[1], loop[3]
 
-        seed_from = _seed_maker()
         return run
 
     # ---- beam search -----------------------------------------------------------------------
@@ -674,20 +673,18 @@ class Generator:
         return run
 
 
-def _seed_maker():
-    """seed tensor → a Keras seed: the stateless (2,) seed on JAX, a SeedGenerator on TF."""
-    if keras.backend.backend() == "jax":
-        import jax.numpy as jnp
+def _uniforms(seed, shape):
+    """Uniforms in [0, 1) drawn statelessly from an int32 seed tensor (same seed, same draws)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-        return lambda seed: jnp.stack([jnp.asarray(seed, "uint32"), jnp.uint32(0)])
-    generator = keras.random.SeedGenerator(0)
+        return tf.random.stateless_uniform(shape, seed=tf.stack([seed, tf.zeros_like(seed)]))
+    if backend == "jax":
+        import jax
 
-    def from_tensor(seed):
-        generator.state.assign(ops.cast(ops.stack([seed, ops.zeros((), seed.dtype)]),
-                                        generator.state.dtype))
-        return generator
-
-    return from_tensor
+        return jax.random.uniform(jax.random.PRNGKey(seed), shape)
+    return keras.random.uniform(shape, seed=int(seed))
 
 
 def _sample(logits, temperature, topk, topp, u):

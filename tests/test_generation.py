@@ -154,6 +154,48 @@ def test_beam_min_ends_start_id_and_right_padded_array():
         assert list(o) == list(ref.beam_search(p, topk=2, min_ends=2))
 
 
+def reference_length_penalty_beam(ref, prompt, k, maxlen, alpha):
+    """NumPy beam search with a length penalty, on the uncached decoder's log-probabilities:
+    finished beams leave the beam and compete by score / length^alpha; the search stops when no
+    beam is live; after maxlen steps the best live beam competes too."""
+    beams, scores = [np.zeros(0, int)], np.zeros(1)
+    best, best_norm = None, -np.inf
+    for t in range(maxlen):
+        inputs = [np.repeat(np.array([x]), len(beams), 0) for x in prompt]
+        logp, _ = ref.predict(inputs, np.array(beams), None, 1, "logits")
+        cand = (scores[:, None] + logp).ravel()
+        top = np.argsort(-cand, kind="stable")[:k]
+        rows, tokens = np.divmod(top, logp.shape[1])
+        new_beams, new_scores = [], []
+        for r, tok, value in zip(rows, tokens, cand[top]):
+            beam = np.append(beams[r], tok)
+            if tok == END:
+                norm = value / (t + 1) ** alpha
+                if norm > best_norm:
+                    best, best_norm = beam, norm
+            else:
+                new_beams.append(beam)
+                new_scores.append(value)
+        if not new_beams:
+            return best
+        beams, scores = new_beams, np.array(new_scores)
+    live = scores[0] / maxlen ** alpha
+    return beams[0] if live > best_norm else best
+
+
+@pytest.mark.slow
+def test_beam_length_penalty_matches_numpy_reference():
+    m = tiny_model("gpt2", seed=7)
+    batch = [p[:1] for p in prompts(seed=8, lengths=(3, 6))]
+    ref = Uncached(m, 0, start_id=None, end_id=END, maxlen=6)
+    gen = Generator(m, end_id=END, maxlen=6)
+    for alpha in (0.7, 2.0):
+        out = gen.beam_search(batch, topk=3, length_penalty=alpha)
+        for p, o in zip(batch, out):
+            want = reference_length_penalty_beam(ref, p, 3, 6, alpha)
+            assert list(o) == list(want), f"alpha={alpha}, prompt {p[0]}"
+
+
 def teacher_forced_logits(model, cached, prompt, continuation):
     """Cached logits after the prompt and after each continuation token, and the uncached
     model's logits for the same prefixes."""
@@ -201,6 +243,27 @@ def test_step_logits_mixed_precision(policy):
     got = got - np.log(np.exp(got).sum(-1, keepdims=True))
     tol = 0.05 if policy == "mixed_float16" else 0.2
     np.testing.assert_allclose(got, want, atol=tol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_compiled_generation_mixed_precision(policy):
+    """The XLA-compiled loop under a mixed policy: half-precision caches, float32 scores; the
+    first greedy token is the uncached mixed model's most probable one."""
+    with dtype_policy(policy):
+        m = tiny_model("gpt2", seed=9)
+        gen = Generator(m, end_id=None, maxlen=4)
+        batch = [p[:1] for p in prompts(seed=9, lengths=(3, 5))]
+        out = gen.greedy(batch)
+        beams = gen.beam_search(batch, topk=2)
+        for p, o, b in zip(batch, out, beams):
+            probs = keras.ops.convert_to_numpy(m(p[0][None].astype("int32"), training=False))
+            probs = probs[0, -1].astype("float64")
+            top2 = np.sort(probs)[-2:]
+            assert len(o) == 4 and len(b) == 4
+            if np.log(top2[1]) - np.log(top2[0]) > 0.1:  # no near-tie at half precision
+                assert o[0] == int(np.argmax(probs))
+    assert gen.cache_bytes(2, 5) == 2 * 2 * (8 + 4) * 2 * (8 + 8) * 2 + 2 * (8 + 4)
 
 
 @pytest.mark.slow
