@@ -223,6 +223,27 @@ class MultiHeadAttention(_AttentionBase):
         return [ops.zeros((batch_size, length, self.heads, self.dk), dtype),
                 ops.zeros((batch_size, length, self.heads, self.dv), dtype)]
 
+    def cache_context(self, k, v):
+        """Projected keys/values [kw, vw] of a fixed context (k, v): the cross-attention cache,
+        computed once per generation instead of once per step."""
+        return [_split_heads(self.k_dense(k), self.heads, self.dk),
+                _split_heads(self.v_dense(v), self.heads, self.dv)]
+
+    def call_context_cached(self, inputs, cache, key_mask, a_bias=None, p_bias=None):
+        """Attention of new queries over a context cached by cache_context: inputs [q,
+        (a_bias (b|1, n, n_k)), (position (n, n_k, ·)) for the new queries]; key_mask (b, n_k)."""
+        self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
+        if a_bias == "causal" or p_bias in ("rotary", "typical_relative"):
+            raise ValueError(f"{self.name}: a cached context supports a_bias None/True and "
+                             f"p_bias None/'t5_relative'; got {a_bias!r}, {p_bias!r}.")
+        inputs = as_list(inputs)
+        bias = inputs[1] if a_bias is True else None
+        position = inputs[-1] if p_bias is not None else None
+        qw = _split_heads(self.q_dense(inputs[0]), self.heads, self.dk)
+        kw, vw = (ops.cast(c, qw.dtype) for c in cache)
+        o, _ = self._attend(qw, kw, vw, key_mask, bias, position, a_bias, p_bias, 0, None)
+        return o
+
     def call_cached(self, inputs, cache, index, key_mask, a_bias=None, p_bias=None):
         """Self-attention of n new positions through a key/value cache (incremental decoding).
 
