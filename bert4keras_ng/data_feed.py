@@ -4,8 +4,9 @@ Keras 3 turns a Python generator into a ``tf.data`` pipeline whose shapes come f
 two batches: a dimension on which they agree is fixed, so a later batch padded to another
 length fails, and list-structured batches ``([tokens, segments], labels)`` are rejected.
 ``BatchStream`` wraps a batch iterator as both a plain Python iterator (``next(stream)`` gives
-the batches unchanged) and a Keras data adapter whose every non-batch dimension is dynamic
-and whose lists are tuples, so it can be handed to ``fit``/``predict``/``evaluate`` directly.
+the batches unchanged) and a Keras data adapter whose non-batch dimensions are dynamic (but
+for axes of size 1 in the first batch, such as (b, 1) labels) and whose lists are tuples, so
+it can be handed to ``fit``/``predict``/``evaluate`` directly.
 """
 
 import numpy as np
@@ -89,8 +90,9 @@ def _adapter_class():
 
             first = self._peek()
 
-            def spec(x):
-                return tf.TensorSpec(shape=(None,) * x.ndim, dtype=tf.as_dtype(x.dtype))
+            def spec(x):  # size-1 axes stay fixed: Keras squeezes (b, 1) sparse labels
+                shape = (None,) + tuple(1 if d == 1 else None for d in x.shape[1:])
+                return tf.TensorSpec(shape=shape[: x.ndim], dtype=tf.as_dtype(x.dtype))
 
             signature = _structure(first, spec)
             dataset = tf.data.Dataset.from_generator(self._normalized,

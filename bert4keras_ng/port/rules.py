@@ -102,7 +102,7 @@ REWRITES = [
     ),
     Rewrite(
         "keras-optimizer-lr",
-        re.compile(r"(\b(?:SGD|RMSprop|Adagrad|Adadelta|Adamax|Nadam|Adam|AdamW)\(\s*)lr\s*="),
+        re.compile(r"(\b(?:SGD|RMSprop|Adagrad|Adadelta|Adamax|Nadam|Adam|AdamW)\(\s*)lr\s*=\s*"),
         r"\1learning_rate=",
         "`Adam(lr=...)` (any Keras optimizer) -> `Adam(learning_rate=...)`",
     ),
