@@ -47,6 +47,7 @@ SHRINK = [  # (pattern, new value) for module-level loop sizes
     (r"^(bert_layers\s*=\s*)\d+", r"\g<1>2"),
     (r"^(steps\s*=\s*)\d+", r"\g<1>20"),
     (r"^(converged_steps\s*=\s*)\d+", r"\g<1>10"),
+    (r"\b(num_hidden_layers\s*=\s*)\d+", r"\g<1>1"),  # a smaller model than the tiny one
 ]
 
 

@@ -244,6 +244,18 @@ def test_forfit_feeds_fit_with_list_batches_of_varying_length():
     assert preds.shape == (2 * len(gen), 1)
 
 
+def test_forfit_keeps_b1_sparse_labels_squeezable():
+    gen = _Batches().make()
+    tokens, segments = keras.Input((None,), dtype="int32"), keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(20, 4)(tokens) + keras.layers.Embedding(2, 4)(segments)
+    y = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model([tokens, segments], y)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["sparse_categorical_accuracy"])
+    history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
 def test_forfit_is_still_a_plain_iterator():
     stream = _Batches().make().forfit(random=False)
     (tokens, segments), labels = next(stream)

@@ -87,7 +87,7 @@ MANUAL_CASES = {
     "session": "graph = tf.get_default_graph()",
     "learning_phase": "K.set_learning_phase(1)",
     "multi_gpu_model": "parallel = multi_gpu_model(model, gpus=2)",
-    "get_output_at": "output = model.get_layer(name).get_output_at(bert_layers - 1)",
+    "get_output_at-node": "output = model.get_layer(name).get_output_at(bert_layers - 1)",
     "generator-workers": "model.fit(g, workers=4, use_multiprocessing=True)",
 }
 
