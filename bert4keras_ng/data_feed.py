@@ -36,6 +36,8 @@ def _as_array(x):
         array = np.asarray(x)
     except ValueError:  # NumPy refuses inhomogeneous nested lists
         array = np.empty(0, dtype=object)
+    if array.dtype == np.float64:  # Keras 2 fed float32 placeholders; losses meet float32
+        array = array.astype("float32")
     if array.dtype == object:
         raise TypeError(
             "a batch element could not be turned into a rectangular array (ragged lists?); "
@@ -45,7 +47,8 @@ def _as_array(x):
 
 
 def normalize_batch(batch, inputs_only=False):
-    """``(x, y[, w])`` with lists made tuples and leaves made arrays; a None target is dropped.
+    """``(x, y[, w])`` with lists made tuples and leaves made arrays (float64 ones float32, as
+    Keras 2's placeholders made them); a None target is dropped.
 
     ``inputs_only``: the batch is ``x`` alone (``fortest``), returned as ``(x,)``.
     """

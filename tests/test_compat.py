@@ -135,6 +135,29 @@ def test_set_gelu_acts_on_models_built_afterwards():
         backend._ACTIVATIONS["gelu"] = before
 
 
+def test_set_gelu_is_kept_in_the_model_config():
+    from bert4keras_ng.models import build_transformer_model
+
+    config = dict(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=16, hidden_act="gelu", max_position_embeddings=16)
+    before = backend.get_activation("gelu")
+    try:
+        set_gelu("tanh")
+        model = build_transformer_model(None, **config)
+    finally:
+        backend._ACTIVATIONS["gelu"] = before
+    assert model.get_layer("Transformer-0-FeedForward").get_config()["activation"] == "gelu_tanh"
+    assert build_transformer_model(None, **config).get_layer(
+        "Transformer-0-FeedForward").get_config()["activation"] == "gelu_erf"
+
+
+def test_forfit_casts_float64_to_float32():
+    from bert4keras_ng.data_feed import normalize_batch
+
+    x, y = normalize_batch(([np.zeros((1, 2), "int64")], np.zeros((1, 3))))
+    assert x[0].dtype == np.int64 and y.dtype == np.float32
+
+
 def test_backend_reexports_multilabel_losses():
     from bert4keras_ng import losses
     from bert4keras_ng.backend import (multilabel_categorical_crossentropy,

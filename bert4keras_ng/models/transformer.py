@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from bert4keras_ng import checkpoints
+from bert4keras_ng.backend import explicit_gelu
 from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.models import blocks, mappings
 from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
@@ -100,7 +101,7 @@ class Transformer:
         self.attention_head_size = int(attention_head_size or self.hidden_size // self.num_attention_heads)
         self.attention_key_size = int(attention_key_size or self.attention_head_size)
         self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
+        self.hidden_act = explicit_gelu(hidden_act)  # set_gelu acts at build time
         self.dropout_rate = dropout_rate or 0
         self.attention_dropout_rate = attention_dropout_rate or 0
         self.embedding_size = int(embedding_size or self.hidden_size)

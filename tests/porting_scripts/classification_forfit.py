@@ -108,4 +108,4 @@ token_ids, segment_ids = tokenizer.encode(u'今天天气怎么样', u'今天天�
 probas = model.predict(to_array([token_ids], [segment_ids]), verbose=0)[0]
 result = {'accs': evaluator.accs, 'probas': probas.tolist(),
           'loss': history.history['loss'],
-          'gelu': bert.model.get_layer('Transformer-0-FeedForward').activations[0].__name__}
+          'gelu': bert.model.get_layer('Transformer-0-FeedForward').get_config()['activation']}
