@@ -269,6 +269,9 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="script names to run (default: all 44)")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--reuse-identical", action="store_true",
+                        help="a script whose text is the same in both modes is run once (the "
+                             "result of the other mode is reused)")
     args = parser.parse_args(argv)
     work = os.path.abspath(args.work)
     if os.path.abspath(work).startswith(ROOT + os.sep):
@@ -289,14 +292,22 @@ def main(argv=None):
                 target = os.path.join(folder, "datasets")
                 if not os.path.exists(target):
                     os.symlink(os.path.join(data, "datasets"), target)
-            for name, text in scripts.items():
+            texts = {name: MODES[mode](prepare(text, data, checkpoints))
+                     for name, text in scripts.items()}
+            for name, text in texts.items():
                 with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
-                    f.write(MODES[mode](prepare(text, data, checkpoints)))
+                    f.write(text)
             for name in sorted(scripts):
                 if args.only and name not in args.only and name[:-3] not in args.only:
                     continue
-                result = run_script(args.python, folder, name, args.timeout)
-                results.setdefault(mode, {})["%s/%s" % (group, name)] = result
+                key = "%s/%s" % (group, name)
+                same = [m for m in MODES if m != mode and key in results.get(m, {})
+                        and MODES[m](prepare(scripts[name], data, checkpoints)) == texts[name]]
+                if args.reuse_identical and same:
+                    result = dict(results[same[0]][key], same_text_as=same[0])
+                else:
+                    result = run_script(args.python, folder, name, args.timeout)
+                results.setdefault(mode, {})[key] = result
                 print("%-8s %-52s %-4s %6.1fs %s" % (mode, group + "/" + name,
                                                      "ok" if result["ok"] else "FAIL",
                                                      result["seconds"], result["reason"]),
