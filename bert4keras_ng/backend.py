@@ -171,6 +171,17 @@ def gelu_tanh(x):
 _ACTIVATIONS = {"gelu": gelu_erf, "gelu_erf": gelu_erf, "gelu_tanh": gelu_tanh}
 
 
+def explicit_gelu(identifier):
+    """'gelu' spelled as the variant it currently means ('gelu_erf', or 'gelu_tanh' after
+    set_gelu('tanh')), so that a model's config keeps it; anything else unchanged (lists
+    element-wise)."""
+    if isinstance(identifier, (list, tuple)):
+        return type(identifier)(explicit_gelu(i) for i in identifier)
+    if isinstance(identifier, str) and identifier.lower() == "gelu":
+        return "gelu_tanh" if _ACTIVATIONS["gelu"] is gelu_tanh else "gelu_erf"
+    return identifier
+
+
 def get_activation(identifier):
     """Resolve an activation: 'gelu' is the erf form, 'gelu_tanh' the approximation, else Keras'."""
     if identifier is None:

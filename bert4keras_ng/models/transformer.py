@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from bert4keras_ng import checkpoints
+from bert4keras_ng.backend import explicit_gelu
 from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.models import blocks, mappings
 from bert4keras_ng.models import config as model_config
@@ -147,7 +148,7 @@ class Transformer:
         )
         self.attention_key_size = checked.get("attention_key_size", self.attention_head_size)
         self.intermediate_size = checked["intermediate_size"]
-        self.hidden_act = hidden_act
+        self.hidden_act = explicit_gelu(hidden_act)  # set_gelu acts at build time
         self.dropout_rate = dropout_rate or 0
         self.attention_dropout_rate = attention_dropout_rate or 0
         self.embedding_size = checked.get("embedding_size", self.hidden_size)
