@@ -353,3 +353,15 @@ def test_log_without_a_terminal_has_one_plain_line_per_epoch(tmp_path, tnews, fa
     epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
     assert all(" loss " in line and " dev accuracy: " in line for line in epochs)
+
+
+def test_checkpoint_of_another_family_stops_with_the_loaders_message(tmp_path, tnews, capsys):
+    # a RoFormer checkpoint has no position table: model=bert cannot load it whole
+    config, ckpt, vocab = ensure_tiny_checkpoint(str(tmp_path / "ck"), "roformer")
+    out = tmp_path / "out"
+    rc = runner.main(_args(tnews, out, "--config", config, "--checkpoint", ckpt, "--vocab",
+                           vocab, "--model", "bert"))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "position_embeddings" in err, err
+    assert "Traceback" not in err
+    assert os.listdir(out) == []  # the staging folder is gone, nothing was written
