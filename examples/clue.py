@@ -51,7 +51,10 @@ def _load_tensorflow_quietly():
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    _load_tensorflow_quietly()
-    from bert4keras_ng.clue.runner import main
-
+    try:
+        _load_tensorflow_quietly()
+        from bert4keras_ng.clue.runner import main
+    except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads: one line, no traceback
+        print("interrupted before training: nothing written", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

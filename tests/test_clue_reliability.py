@@ -365,3 +365,34 @@ def test_checkpoint_of_another_family_stops_with_the_loaders_message(tmp_path, t
     assert rc == 2 and err.startswith("error: ") and "position_embeddings" in err, err
     assert "Traceback" not in err
     assert os.listdir(out) == []  # the staging folder is gone, nothing was written
+
+
+@pytest.mark.slow
+def test_real_sigint_after_an_epoch_ends_with_one_line(tmp_path, tnews, cache):
+    import signal
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(root, "examples", "clue.py")]
+        + _args(tnews, out, "--epochs", "200", quiet=False),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 1/200"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted during epoch"), err
+    assert "kept best.weights.h5 of epoch" in lines[0]
+    (kept,) = os.listdir(out)
+    assert kept.startswith("interrupted-") and os.listdir(out / kept) == ["best.weights.h5"]
