@@ -412,9 +412,9 @@ def _check_layout(cfg, spec):
     return D.find_test_files(spec, cfg.data_dir)
 
 
-def _read_task(cfg, spec, tokenizer):
-    """Read and check every file of the task, and build all features, before any training."""
-    present, skipped = _check_layout(cfg, spec)
+def _read_task(cfg, spec, tokenizer, present):
+    """Read and check every file of the task (``present``: the test files found), and build
+    all features, before any training."""
     train = D.read_split(spec, cfg.data_dir, "train")
     dev = D.read_split(spec, cfg.data_dir, "dev")
     tests = [(name, submission, D.read_test(spec, cfg.data_dir, name).examples)
@@ -423,7 +423,7 @@ def _read_task(cfg, spec, tokenizer):
     dev_feats = F.build_features(spec, tokenizer, dev.examples, cfg.maxlen, cfg.stride)
     tests = [(name, submission, ex, F.build_features(spec, tokenizer, ex, cfg.maxlen, cfg.stride))
              for name, submission, ex in tests]
-    return train, dev, train_feats, dev_feats, tests, skipped
+    return train, dev, train_feats, dev_feats, tests
 
 
 def _epoch_batches(cfg, spec, feats, rng, pad_multiple):
@@ -519,7 +519,7 @@ def run(cfg: RunConfig):
     t_start = time.time()
     run_id = O.new_run_id()
     spec, cfg, tiny, demo = _resolve(cfg)
-    _check_layout(cfg, spec)  # fail fast, before the tiny checkpoint is made
+    present, skipped = _check_layout(cfg, spec)  # fail fast, before the tiny checkpoint
     if tiny:
         cfg.config, cfg.checkpoint, cfg.vocab = _tiny_paths(cfg)
     model_config = _read_model_config(cfg.config)
@@ -535,7 +535,7 @@ def run(cfg: RunConfig):
               + (" [embedded sample data]" if cfg.data_dir.startswith(SAMPLE_DIR) else ""))
     _log(cfg, f"checkpoint: {cfg.checkpoint} (model={cfg.model})"
               + (" [tiny random checkpoint]" if tiny else ""))
-    train, dev, train_feats, dev_feats, tests, skipped = _read_task(cfg, spec, tokenizer)
+    train, dev, train_feats, dev_feats, tests = _read_task(cfg, spec, tokenizer, present)
     if train.skipped or dev.skipped:
         _log(cfg, f"skipped records with label '-': train {train.skipped}, dev {dev.skipped}")
     _log(cfg, f"train: {len(train.examples)} records → {len(train_feats)} samples; "
