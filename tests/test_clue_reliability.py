@@ -124,6 +124,24 @@ def test_divergence_stops_naming_epoch_and_step_and_writes_nothing(tmp_path, tne
     assert "loss is inf at step 2 (epoch 1/1, batch 2/3)" in capsys.readouterr().err
 
 
+def test_nan_weights_after_the_last_checked_loss_stop_before_any_submission(
+        tmp_path, tnews, fake_training, capsys, monkeypatch):
+    # the last update of epoch 2 makes the weights NaN: its loss was still finite, but the
+    # dev outputs are NaN (argmax would give label 0 for every test record)
+    real = fake_training.predict_on_batch
+
+    def predict(self, x):
+        p = real(self, x)
+        return p * np.nan if self.step >= 6 else p
+
+    monkeypatch.setattr(fake_training, "predict_on_batch", predict)
+    out = tmp_path / "out"
+    assert runner.main(_args(tnews, out, "--epochs", "3")) == 1
+    err = capsys.readouterr().err
+    assert "outputs on the dev set after epoch 2 (step 6) are NaN" in err, err
+    assert os.listdir(out) == []
+
+
 @pytest.mark.slow
 def test_huge_learning_rate_diverges_for_real_and_exits_non_zero(tmp_path, tnews, cache, capsys):
     out = tmp_path / "out"

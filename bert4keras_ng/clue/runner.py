@@ -263,11 +263,21 @@ def _duplicate(features):
 # ------------------------------------------------------------------------------ prediction
 
 
-def _predict(trainer, spec, feats, batch_size, pad_multiple):
-    """Run the model over ``feats`` in order; returns one array per feature."""
+def _predict(trainer, spec, feats, batch_size, pad_multiple, what="dev set"):
+    """Run the model over ``feats`` in order; returns one array per feature.
+
+    NaN outputs mean the weights diverged (possibly in the last steps, after the last loss
+    was checked): TrainingDivergedError, rather than a submission of argmax(NaN) = label 0.
+    """
+    from ..training import TrainingDivergedError
+
     outs = []
     for x, _, _ in F.iter_batches(spec, feats, batch_size, pad_multiple=pad_multiple):
         p = trainer.predict_on_batch(x)
+        if np.isnan(p).any():
+            raise TrainingDivergedError(
+                f"Training diverged: the model's outputs on the {what} are NaN (the weights "
+                "became non-finite). Lower the learning rate or lengthen the warm-up.")
         if spec.kind in ("c3", "chid"):
             p = p.reshape(-1, spec.num_choices)
         outs.extend(list(p))
@@ -308,9 +318,9 @@ def _ner_entities(spec, f, logits):
     return out
 
 
-def evaluate(trainer, spec, examples, feats, batch_size, pad_multiple=1):
+def evaluate(trainer, spec, examples, feats, batch_size, pad_multiple=1, what="dev set"):
     """Dev metrics for ``spec``; the key ``spec.metric`` selects the best checkpoint."""
-    outs = _predict(trainer, spec, feats, batch_size, pad_multiple)
+    outs = _predict(trainer, spec, feats, batch_size, pad_multiple, what)
     kind = spec.kind
     if kind in ("single", "pair", "csl", "wsc", "c3"):
         pred = np.array([int(np.argmax(o)) for o in outs])
@@ -346,7 +356,8 @@ def evaluate(trainer, spec, examples, feats, batch_size, pad_multiple=1):
 
 def predict_test(trainer, spec, examples, feats, path, batch_size, pad_multiple=1):
     """Predict one read test file and write its submission file to ``path``; returns it."""
-    outs = _predict(trainer, spec, feats, batch_size, pad_multiple) if feats else []
+    outs = (_predict(trainer, spec, feats, batch_size, pad_multiple,
+                     f"test file of {os.path.basename(path)}") if feats else [])
     kind = spec.kind
     if kind in ("single", "pair", "csl", "wsc"):
         labels = [spec.labels[int(np.argmax(o))] for o in outs]
@@ -470,7 +481,8 @@ def _train(cfg, spec, model, trainer, train_feats, dev, dev_feats, outputs, stat
                                     f"{step}/{steps})")
             losses.append(loss)
             bar.update(step, [("loss", float(np.mean(losses)))])
-        scores = evaluate(trainer, spec, dev.examples, dev_feats, cfg.batch_size, pad_multiple)
+        scores = evaluate(trainer, spec, dev.examples, dev_feats, cfg.batch_size, pad_multiple,
+                          f"dev set after epoch {epoch} (step {state['step']})")
         value = scores[spec.metric]
         best = state["best"]
         improved = best is None or value > best or (spec.keep_on_equal and value >= best)
