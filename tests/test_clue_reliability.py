@@ -208,6 +208,25 @@ def test_interrupt_keeps_the_earlier_run_intact_and_says_what_was_kept(tmp_path,
     assert str(out / kept[0]) in lines[0]
 
 
+def test_full_disk_while_writing_leaves_the_earlier_run_intact(tmp_path, tnews, fake_training,
+                                                                capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert runner.main(_args(tnews, out)) == 0
+    before = _snapshot(out)
+
+    def full_disk(path, ids, labels):
+        with O.atomic_open(path) as f:
+            f.write('{"id": "0", "la')
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner.W, "write_label_lines", full_disk)
+    assert runner.main(_args(tnews, out)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert "earlier runs are unchanged" in err
+    assert _snapshot(out) == before and sorted(os.listdir(out)) == sorted(before)
+
+
 def test_partial_download_predicts_what_is_there_and_removes_stale_files(tmp_path, tnews,
                                                                          fake_training, capsys):
     out = tmp_path / "out"

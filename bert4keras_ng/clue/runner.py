@@ -725,6 +725,10 @@ def main(argv=None):
     except D.ClueInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. a full disk while writing the outputs
+        print(f"error: {e}; this run wrote nothing to {cfg.output}, the files of earlier runs "
+              "are unchanged", file=sys.stderr)
+        return 1
     except ValueError as e:
         if type(e).__name__ != "CheckpointMismatchError":  # the loader's own message
             raise
