@@ -126,15 +126,16 @@ class SentenceEncoder:
         return arrays[: len(self.model.inputs)]
 
     def encode(self, texts, normalize=False):
-        """(len(texts), dim) float32 vectors; ``normalize`` L2-normalises each row."""
+        """(len(texts), dim) float32 vectors; ``normalize`` L2-normalises each row.
+
+        All texts are padded to one length (pooling ignores padding), so the encoder is traced
+        once however many batches there are.
+        """
         texts = list(texts)
         if not texts:
             raise ValueError("SentenceEncoder.encode: no texts given.")
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.inputs(texts[start : start + self.batch_size])
-            out.append(np.asarray(self.model.predict_on_batch(batch), dtype="float32"))
-        vectors = np.concatenate(out, axis=0)
+        vectors = self.model.predict(self.inputs(texts), batch_size=self.batch_size, verbose=0)
+        vectors = np.asarray(vectors, dtype="float32")
         if normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
