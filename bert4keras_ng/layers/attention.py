@@ -15,15 +15,18 @@ from bert4keras_ng.backend import (
     apply_rotary_position_embeddings,
     attention_normalize,
     get_activation,
+    log_n_query_scale,
     relative_distances,
+    rerope_logits,
     serialize_activation,
 )
 from bert4keras_ng.layers.base import as_list, build_dense, check_choice, check_input_count, register
 from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.layers.normalization import ScaleOffset
 
-MHA_POSITION_BIASES = (None, "rotary", "typical_relative", "t5_relative")
-GAU_POSITION_BIASES = (None, "rotary")
+MHA_POSITION_BIASES = (None, "rotary", "rerope", "typical_relative", "t5_relative")
+GAU_POSITION_BIASES = (None, "rotary", "rerope")
+POSITION_OPTIONS = ("window", "leaky", "base", "logn", "logn_clip")
 ATTENTION_BIASES = (None, False, True, "causal")
 
 
@@ -72,6 +75,31 @@ def _parse_inputs(layer, inputs, n_main, a_bias, p_bias, layout):
     bias = inputs[n_main] if a_bias is True else None
     position = inputs[-1] if p_bias is not None else None
     return inputs[:n_main], bias, position
+
+
+def position_logits(q, k, position, p_bias, options, spec):
+    """q·k logits under RoPE / (Leaky) ReRoPE, with optional log-n query scaling.
+
+    ``options`` (the ``position_options`` call argument): ``window`` and ``leaky`` (None =
+    ReRoPE) for ``p_bias='rerope'`` (its input is the RoPE table), ``base`` (10000), ``logn``
+    (train length: q_i ← q_i·log(i+1)/log(logn)) and ``logn_clip`` (True: max(1, ·), the
+    inference-only form).  See :func:`bert4keras_ng.backend.rerope_logits`.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(POSITION_OPTIONS))
+    if unknown:
+        raise ValueError(f"position_options: unknown key(s) {unknown}; allowed {POSITION_OPTIONS}.")
+    logn, clip = options.pop("logn", None), options.pop("logn_clip", True)
+    if logn:
+        scale = log_n_query_scale(ops.shape(q)[1], logn, clip)
+        q = q * ops.cast(ops.reshape(scale, (1, -1) + (1,) * (len(q.shape) - 2)), q.dtype)
+    if p_bias == "rerope":
+        if options.get("window") is None:
+            raise ValueError("p_bias='rerope' needs position_options={'window': w, ...}.")
+        return rerope_logits(q, k, position, spec=spec, **options)
+    if p_bias == "rotary":
+        q, k = apply_rotary_position_embeddings(position, q, k)
+    return ops.einsum(spec, q, k)
 
 
 def _split_heads(x, heads, size):
@@ -134,7 +162,8 @@ class MultiHeadAttention(_AttentionBase):
       the key mask, or float added to the logits); 'causal' (built-in LM mask).
     - p_bias: None; 'rotary' (input (b|1, n, Dk) sinusoid table); 'typical_relative' (NEZHA, input
       (n_q, n_k, Dk), adds ⟨q_i, R_ij⟩ to the logits and Σ_j A_ij R_ij to the output, needs
-      Dv = Dk); 't5_relative' (input (n_q, n_k, heads) added to the logits).
+      Dv = Dk); 't5_relative' (input (n_q, n_k, heads) added to the logits); 'rerope' ((Leaky)
+      ReRoPE on the rotary table input, settings in position_options, see position_logits).
     The key padding mask is the mask of v; the output carries the mask of q (a single mask tensor
     serves as both). With
     return_attention_scores the output is [o, scaled logits before masking].
@@ -176,16 +205,16 @@ class MultiHeadAttention(_AttentionBase):
                                    (None, None, self.heads * self.dv), **common)
         self.built = True
 
-    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None,
+             position_options=None):
         self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
         (q, k, v), bias, position = _parse_inputs(self, inputs, 3, a_bias, p_bias, "q, k, v")
         v_mask = mask[2] if isinstance(mask, (list, tuple)) else mask  # one mask: q = k = v
         qw = _split_heads(self.q_dense(q), self.heads, self.dk)
         kw = _split_heads(self.k_dense(k), self.heads, self.dk)
         vw = _split_heads(self.v_dense(v), self.heads, self.dv)
-        if p_bias == "rotary":
-            qw, kw = apply_rotary_position_embeddings(position, qw, kw)
-        logits = ops.einsum("bjhd,bkhd->bhjk", qw, kw)
+        logits = position_logits(qw, kw, position, p_bias, position_options,
+                                 "bjhd,bkhd->bhjk")
         if p_bias == "typical_relative":
             if self.dv != self.dk:
                 raise ValueError("p_bias='typical_relative' needs head_size == key_size, got "
@@ -210,12 +239,14 @@ class MultiHeadAttention(_AttentionBase):
         q_mask = mask[0] if isinstance(mask, (list, tuple)) else mask
         return [q_mask, None] if self.return_attention_scores else q_mask
 
-    def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+    def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None,
+                            position_options=None):
         # Shapes from the arguments instead of tracing call() in a scratch graph (model
         # construction cost); the argument checks of call() still run here.
         if not self.built:  # head sizes are known from build(); trace call() instead
             return super().compute_output_spec(inputs, mask=mask, a_bias=a_bias, p_bias=p_bias,
-                                               training=training)
+                                               training=training,
+                                               position_options=position_options)
         self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
         (q, k, _), _, _ = _parse_inputs(self, inputs, 3, a_bias, p_bias, "q, k, v")
         if p_bias == "typical_relative" and self.dv != self.dk:
@@ -242,7 +273,8 @@ class GatedAttentionUnit(_AttentionBase):
 
     Self-attention (default): inputs [x, (a_bias), (rotary table)] or x; Z = act(x·W_i + b) split
     into u (units), v (units), z (key_size); q, k = per-dimension scale-offsets of z (q_scaleoffset,
-    k_scaleoffset; offsets only with use_bias); RoPE if p_bias='rotary'; A = normalise(q·kᵀ/√s);
+    k_scaleoffset; offsets only with use_bias); RoPE if p_bias='rotary' ((Leaky) ReRoPE if 'rerope',
+    with position_options); A = normalise(q·kᵀ/√s);
     o = (u ⊙ A·v)·W_o + b (o_dense). Cross mode (self_attention=False): inputs [q, k, v, ...];
     uq_dense(q) → (u, q), k_dense(k), v_dense(v); the key mask is the mask of v.
     """
@@ -284,7 +316,8 @@ class GatedAttentionUnit(_AttentionBase):
                                    kernel_initializer=self.kernel_initializer)
         self.built = True
 
-    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None,
+             position_options=None):
         self._check_call_args(a_bias, p_bias, GAU_POSITION_BIASES)
         n_main, layout = (1, "x") if self.self_attention else (3, "q, k, v")
         main, bias, position = _parse_inputs(self, inputs, n_main, a_bias, p_bias, layout)
@@ -299,9 +332,7 @@ class GatedAttentionUnit(_AttentionBase):
             uq = self.uq_dense(main[0])
             u, q = uq[..., :e], uq[..., e:]
             k, v = self.k_dense(main[1]), self.v_dense(main[2])
-        if p_bias == "rotary":
-            q, k = apply_rotary_position_embeddings(position, q, k)
-        logits = ops.einsum("bmd,bnd->bmn", q, k)
+        logits = position_logits(q, k, position, p_bias, position_options, "bmd,bnd->bmn")
         if self.attention_scale:
             logits = logits / math.sqrt(s)
         keep, additive = combine_attention_bias(
@@ -312,7 +343,8 @@ class GatedAttentionUnit(_AttentionBase):
     def compute_mask(self, inputs, mask=None):
         return mask[0] if isinstance(mask, (list, tuple)) else mask
 
-    def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+    def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None,
+                            position_options=None):
         # Output = shape of the first input; avoids tracing call() at model construction.
         self._check_call_args(a_bias, p_bias, GAU_POSITION_BIASES)
         n_main, layout = (1, "x") if self.self_attention else (3, "q, k, v")

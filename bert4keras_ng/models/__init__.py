@@ -107,7 +107,8 @@ def build_transformer_model(
         layer_norm_cond_hidden_act), additional_input_layers, sequence_length, prefix, name,
         embedding_size, attention_head_size, attention_key_size, attention_normalization
         ('softmax', 'softmax_plus', 'squared_relu'; the default is the family's),
-        softmax_plus_clamp (16).
+        softmax_plus_clamp (16); RoPE models only: rerope_window, rerope_leaky (Leaky ReRoPE k),
+        logn_train_length, logn_clip (length extrapolation, :mod:`~bert4keras_ng.models.extrapolation`).
     Returns the Keras model, or with ``return_keras_model=False`` the builder (``.model``,
     ``.layers``, ``.load_weights_from_checkpoint``, ``.save_weights_as_checkpoint``, ...).
     """

@@ -34,6 +34,8 @@ def _attention_inputs(builder, xs, width):
     if position is not None:
         xs.append(position)
         arguments["p_bias"] = builder.position_bias_kind
+        if builder.position_options:
+            arguments["position_options"] = builder.position_options
     return xs, arguments
 
 
