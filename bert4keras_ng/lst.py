@@ -59,6 +59,8 @@ def backbone_taps(model, ladder_layers):
             f"ladder_side_tuning: model {model.name!r} has no indexed blocks "
             "'Transformer-<n>-…' (ALBERT's shared blocks are not supported)."
         )
+    if ladder_layers is None:
+        ladder_layers = min(4, depth)
     if not 1 <= ladder_layers <= depth:
         raise ValueError(
             f"ladder_side_tuning: ladder_layers must be in [1, {depth}] (the backbone's "
@@ -97,16 +99,17 @@ class _SideTransformer(BERT):
         return self.apply([x, y], Add, name=f"Ladder-{index}-Add")
 
 
-def ladder_side_tuning(model, ladder_layers=4, hidden_size=128, num_attention_heads=4,
+def ladder_side_tuning(model, ladder_layers=None, hidden_size=128, num_attention_heads=4,
                        intermediate_size=512, hidden_act="gelu", dropout_rate=0.1,
                        prefix="Side-", name="LST"):
     """Freeze ``model`` (in place) and return the LST model (see the module docstring).
 
-    Returns a ``keras.Model`` from ``model.inputs`` to the side network's last hidden states
+    ``ladder_layers=None`` means min(4, backbone depth).  Returns a ``keras.Model`` from ``model.inputs`` to the side network's last hidden states
     (b, n, hidden_size), carrying the padding mask; put the task head on it.  Only the side
     network is trainable (``model.trainable`` is set to False).
     """
-    taps = backbone_taps(model, int(ladder_layers))
+    taps = backbone_taps(model, ladder_layers)
+    ladder_layers = len(taps) - 1
     model.trainable = False
     side = _SideTransformer(
         model, taps, vocab_size=1, hidden_size=hidden_size, num_hidden_layers=int(ladder_layers),
