@@ -364,3 +364,61 @@ def __getattr__(name):
         module = importlib.import_module(module)
         return module if attribute is None else getattr(module, attribute)
     raise AttributeError("module 'bert4keras_ng.backend' has no attribute %r" % (name,))
+
+
+# ---- length extrapolation: ReRoPE / Leaky ReRoPE, log-n query scaling (posts 9708, 9728) ----
+
+
+def leaky_rerope_distances(n_q, n_k, window, leaky=None):
+    """Relative positions i − j seen by (Leaky) ReRoPE, float32 (n_q, n_k).
+
+    Inside the window (|i − j| < w) they are i − j; outside, ±(w + (|i − j| − w)/k), and ±w for
+    ReRoPE (``leaky=None``, k → ∞).  Mirrored for j > i so that encoders stay symmetric.
+    """
+    r = -ops.cast(relative_distances(n_q, n_k), "float32")
+    slope = 0.0 if leaky is None else 1.0 / float(leaky)
+    outside = ops.sign(r) * (window + (ops.abs(r) - window) * slope)
+    return ops.where(ops.abs(r) < window, r, outside)
+
+
+def rerope_logits(q, k, table, window, leaky=None, base=10000, spec="bjhd,bkhd->bhjk"):
+    """Attention logits of (Leaky) ReRoPE from un-rotated ``q``, ``k`` (post 9708).
+
+    ``table`` is the RoPE sinusoid table of the sequence (the ``p_bias='rotary'`` input) and
+    gives the in-window logits (R_i q_i)ᵀ(R_j k_j) exactly as RoPE does; outside the window
+    q is rotated to s·i ± w(1 − s) and k to s·j (s = 1/k; 0 for ReRoPE: k not rotated), so the
+    logit sees the relative position of :func:`leaky_rerope_distances`.  Positions are the
+    sequence indices.  ``spec`` is the q·k einsum ("bjhd,bkhd->bhjk" for MHA, "bmd,bnd->bmn" for
+    GAU); logits come out with the query axis second to last.
+    """
+    window = float(window)
+    if window <= 0:
+        raise ValueError(f"ReRoPE window must be positive, got {window}.")
+    dim = q.shape[-1]
+    n_q, n_k = ops.shape(q)[1], ops.shape(k)[1]
+    slope = 0.0 if leaky is None else 1.0 / float(leaky)
+    q1, k1 = apply_rotary_position_embeddings(table, q, k)
+    inside = ops.einsum(spec, q1, k1)
+    i = ops.arange(n_q, dtype="float32")
+    j = ops.arange(n_k, dtype="float32")
+    k2 = k if slope == 0 else apply_rotary_position_embeddings(
+        sinusoidal_embeddings(j * slope, dim, base), k)
+    shift = window * (1.0 - slope)
+    above = ops.einsum(spec, apply_rotary_position_embeddings(
+        sinusoidal_embeddings(i * slope + shift, dim, base), q), k2)
+    below = ops.einsum(spec, apply_rotary_position_embeddings(
+        sinusoidal_embeddings(i * slope - shift, dim, base), q), k2)
+    r = -ops.cast(relative_distances(n_q, n_k), "float32")  # i − j
+    return ops.where(r >= window, above, ops.where(r <= -window, below, inside))
+
+
+def log_n_query_scale(n, train_length, clip=True):
+    """Per-position query factors log(i + 1)/log(train_length), (n,) float32 (post 9708).
+
+    ``clip=True`` is the inference-only form "log n†" (max(1, ·): unchanged inside the trained
+    length); ``clip=False`` the train-time form for causal models (query 0 sees only key 0).
+    """
+    if train_length < 2:
+        raise ValueError(f"log-n scaling needs train_length >= 2, got {train_length}.")
+    scale = ops.log(ops.arange(1, n + 1, dtype="float32")) / math.log(train_length)
+    return ops.maximum(scale, 1.0) if clip else scale

@@ -17,6 +17,7 @@ Everything here is a native ``keras.optimizers.Optimizer`` written with ``keras.
 * :class:`PiecewiseLinear`: a registered ``LearningRateSchedule`` (bert4keras's
   ``{1000: 1, 2000: 0.1}`` dictionaries).
 * :func:`extend_with_child_tuning`: ChildTuning-F gradient dropout (post 8764).
+* :class:`AmosDecay` / :func:`amos_weight_decay`: the Amos-derived decay laws (post 9344).
 * ``extend_with_*`` functions: each takes an optimizer class and returns a subclass with extra
   constructor arguments, and they compose (``extend_with_ema(extend_with_layer_adaptation(
   AdamW))``).  Where Keras 3 already has the mechanism (gradient accumulation, EMA, weight decay
@@ -74,6 +75,8 @@ __all__ = [
     "extend_with_lazy_optimization",
     "extend_with_parameter_wise_lr",
     "extend_with_child_tuning",
+    "AmosDecay",
+    "amos_weight_decay",
 ]
 
 # Keras 3 built-ins, re-exported unchanged.
@@ -1252,3 +1255,56 @@ class _ChildTuning:
 def extend_with_child_tuning(BaseOptimizer, name=None):
     """Add ChildTuning-F (``child_tuning_rate=0.3`` keep probability, ``child_tuning_seed``)."""
     return _extend(BaseOptimizer, name, "WithChildTuning", _ChildTuning)
+
+
+_SQRT2_MINUS_1 = math.sqrt(2.0) - 1.0
+AMOS_KINDS = ("inverse_time", "inverse_square")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AmosDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Amos-derived decay ``lr_t = lr_0 · D_t`` with ``D_T = 1/2`` at ``T = half_life`` (post 9344).
+
+    ``kind='inverse_time'`` (decaying p, the post's preference): ``D_t = 1/(t/T + 1)``, i.e.
+    ``1/(2α₀p₀t + 1)``.  ``kind='inverse_square'`` (constant p): ``D_t = 1/((√2 − 1)t/T + 1)²``,
+    i.e. ``1/(α₀pt + 1)²``.  :meth:`from_amos` takes α₀ and p instead of T.  Usable as the
+    ``learning_rate`` of every optimizer here (Lion's Amos setting is ``lr_0 = α₀σ``).
+    """
+
+    def __init__(self, initial_learning_rate, half_life, kind="inverse_time"):
+        if kind not in AMOS_KINDS:
+            raise ValueError(f"`kind` must be one of {AMOS_KINDS}, received {kind!r}.")
+        if not float(half_life) > 0:
+            raise ValueError(f"`half_life` must be a positive number of steps, received "
+                             f"{half_life!r}.")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.half_life = float(half_life)
+        self.kind = kind
+
+    @classmethod
+    def from_amos(cls, initial_learning_rate, alpha0, p, kind="inverse_time"):
+        """T from Amos's constants: 1/(2α₀p₀) (inverse time) or (√2 − 1)/(α₀p) (square)."""
+        rate = float(alpha0) * float(p)
+        if not rate > 0:
+            raise ValueError(f"alpha0 * p must be positive, received {alpha0!r} * {p!r}.")
+        half_life = 1.0 / (2.0 * rate) if kind == "inverse_time" else _SQRT2_MINUS_1 / rate
+        return cls(initial_learning_rate, half_life, kind)
+
+    def decay(self, step):
+        """``D_t`` (float32) at ``step``."""
+        t = ops.cast(step, "float32") / self.half_life
+        if self.kind == "inverse_time":
+            return 1.0 / (t + 1.0)
+        return 1.0 / ops.square(_SQRT2_MINUS_1 * t + 1.0)
+
+    def __call__(self, step):
+        return self.initial_learning_rate * self.decay(step)
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "half_life": self.half_life, "kind": self.kind}
+
+
+def amos_weight_decay(alpha0, decay=1.0, q=1.0):
+    """Amos's decay rate ``ρ_t = α₀² D_t / (2q)`` (post 9344; ``decay`` = D_t, q ≈ 1)."""
+    return float(alpha0) ** 2 * float(decay) / (2.0 * float(q))

@@ -175,7 +175,7 @@ def test_command_line_help_lists_the_flags():
         assert notice not in out.stderr, out.stderr[-2000:]
     for flag in ("--task", "--data-dir", "--config", "--checkpoint", "--vocab", "--model",
                  "--epochs", "--batch-size", "--maxlen", "--lr", "--optimizer", "--grad-accum",
-                 "--pooling", "--mixed-precision", "--xla", "--rdrop", "--adversarial",
+                 "--pooling", "--mixed-precision", "--xla", "--rdrop", "--adversarial", "--lst",
                  "--output", "--seed"):
         assert flag in out.stdout
 
@@ -235,3 +235,11 @@ def test_other_optimizers_and_pooling(optimizer, tmp_path, cache):
                         grad_accum=2)
     assert len(results["history"]) == 2
     _check_submissions("tnews", out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_ladder_side_tuning_runs_every_task(task, tmp_path, cache):
+    results, out = _run(task, tmp_path, lst=True, epochs=2)
+    assert all(h["loss"] == h["loss"] and h["loss"] > 0 for h in results["history"])
+    _check_submissions(task, out)

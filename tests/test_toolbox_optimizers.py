@@ -120,3 +120,34 @@ def test_child_tuning_fits_under_xla_with_sparse_embedding_gradients():
 def test_child_tuning_bad_rate_raises(rate):
     with pytest.raises(ValueError, match="child_tuning_rate"):
         O.extend_with_child_tuning(O.Adam)(child_tuning_rate=rate)
+
+
+@pytest.mark.parametrize("kind", ["inverse_time", "inverse_square"])
+def test_amos_decay_matches_its_closed_form(kind):
+    alpha0, p, lr0 = 1e-3, 0.5, 3e-4
+    schedule = O.AmosDecay.from_amos(lr0, alpha0, p, kind)
+    steps = np.array([0, 1, 10, 500, 4000, 10**5])
+    if kind == "inverse_time":
+        expected = lr0 / (2 * alpha0 * p * steps + 1)
+    else:
+        expected = lr0 / (alpha0 * p * steps + 1) ** 2
+    got = [float(schedule(int(t))) for t in steps]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(float(schedule(schedule.half_life)), lr0 / 2, rtol=1e-5)
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert isinstance(again, O.AmosDecay) and again.get_config() == schedule.get_config()
+
+
+def test_amos_decay_drives_an_optimizer_and_weight_decay_formula():
+    schedule = O.AmosDecay(0.1, half_life=2)
+    opt = keras.optimizers.SGD(learning_rate=schedule)
+    v = keras.Variable(np.zeros(3, "float32"))
+    for _ in range(4):
+        opt.apply([keras.ops.ones(3)], [v])
+    # steps 0..3: lr = 0.1 / (t/2 + 1)
+    np.testing.assert_allclose(v.numpy(), -sum(0.1 / (t / 2 + 1) for t in range(4)), rtol=1e-6)
+    assert O.amos_weight_decay(1e-3, 0.5) == pytest.approx(1e-6 * 0.5 / 2)
+    with pytest.raises(ValueError, match="kind"):
+        O.AmosDecay(0.1, 10, kind="cosine")
+    with pytest.raises(ValueError, match="half_life"):
+        O.AmosDecay(0.1, 0)

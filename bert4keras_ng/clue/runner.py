@@ -68,6 +68,7 @@ class RunConfig:
     rdrop_alpha: float = 4.0
     adversarial: bool = False
     adversarial_epsilon: float = 1.0
+    lst: bool = False
     output: Optional[str] = None
     seed: int = 42
     verbose: int = 1
@@ -121,7 +122,8 @@ def _resolve(cfg: RunConfig):
     if demo_data:
         cfg.data_dir = os.path.join(SAMPLE_DIR, spec.name)
     settings = {"epochs": spec.epochs, "batch_size": spec.batch_size, "maxlen": spec.maxlen,
-                "stride": spec.stride, "lr": 5e-4, "grad_accum": spec.grad_accum}
+                "stride": spec.stride, "lr": 5e-3 if cfg.lst else 5e-4,
+                "grad_accum": spec.grad_accum}
     if demo:
         settings.update(DEMO_SETTINGS["default"])
         settings.update(DEMO_SETTINGS.get(spec.name, {}))
@@ -141,6 +143,11 @@ def _resolve(cfg: RunConfig):
                          f"{cfg.mixed_precision!r}")
     _check_settings(cfg, spec)
     O.check_output_folder(cfg.output)
+    if cfg.lst and cfg.adversarial:
+        raise D.ClueInputError("--adversarial perturbs the token embeddings, which --lst freezes; "
+                         "use one of them")
+    if spec.kind == "cmrc" and cfg.stride <= 0:
+        raise D.ClueInputError("--stride must be positive")
     return spec, cfg, tiny, demo
 
 
@@ -548,6 +555,10 @@ def run(cfg: RunConfig):
         if cfg.mixed_precision:
             keras.config.set_dtype_policy(f"mixed_{cfg.mixed_precision}")
         backbone = _load_backbone(cfg)
+        if cfg.lst:  # frozen backbone + trainable side network (post 9138)
+            from ..lst import ladder_side_tuning
+
+            backbone = ladder_side_tuning(backbone)
         from .model import build_task_model, task_loss
 
         model = build_task_model(spec, backbone, model_config, cfg.pooling)
@@ -665,6 +676,8 @@ def build_parser():
     p.add_argument("--adversarial", action="store_true", help="FGM adversarial training on "
                                                               "the token embeddings")
     p.add_argument("--adversarial-epsilon", type=float, default=1.0)
+    p.add_argument("--lst", action="store_true", help="Ladder Side-Tuning: frozen backbone, "
+                                                      "train a small side network (lr 5e-3)")
     p.add_argument("--output", help="results folder (default clue_output/<task>)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--quiet", action="store_true")
@@ -686,7 +699,7 @@ def main(argv=None):
         optimizer=args.optimizer, grad_accum=args.grad_accum, pooling=args.pooling,
         mixed_precision=args.mixed_precision, xla=args.xla, rdrop=args.rdrop,
         rdrop_alpha=args.rdrop_alpha, adversarial=args.adversarial,
-        adversarial_epsilon=args.adversarial_epsilon, output=args.output, seed=args.seed,
+        adversarial_epsilon=args.adversarial_epsilon, lst=args.lst, output=args.output, seed=args.seed,
         verbose=0 if args.quiet else 1, argv=argv)
     try:
         _resolve(cfg)  # flag combinations and values: argparse-level errors (usage, exit 2)

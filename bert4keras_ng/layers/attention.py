@@ -15,15 +15,18 @@ from bert4keras_ng.backend import (
     apply_rotary_position_embeddings,
     attention_normalize,
     get_activation,
+    log_n_query_scale,
     relative_distances,
+    rerope_logits,
     serialize_activation,
 )
 from bert4keras_ng.layers.base import as_list, build_dense, check_choice, check_input_count, register
 from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.layers.normalization import ScaleOffset
 
-MHA_POSITION_BIASES = (None, "rotary", "typical_relative", "t5_relative")
-GAU_POSITION_BIASES = (None, "rotary")
+MHA_POSITION_BIASES = (None, "rotary", "rerope", "typical_relative", "t5_relative")
+GAU_POSITION_BIASES = (None, "rotary", "rerope")
+POSITION_OPTIONS = ("window", "leaky", "base", "logn", "logn_clip")
 ATTENTION_BIASES = (None, False, True, "causal")
 
 
@@ -73,6 +76,31 @@ def _parse_inputs(layer, inputs, n_main, a_bias, p_bias, layout):
     bias = inputs[n_main] if a_bias is True else None
     position = inputs[-1] if p_bias is not None else None
     return inputs[:n_main], bias, position
+
+
+def position_logits(q, k, position, p_bias, options, spec):
+    """q·k logits under RoPE / (Leaky) ReRoPE, with optional log-n query scaling.
+
+    ``options`` (the ``position_options`` call argument): ``window`` and ``leaky`` (None =
+    ReRoPE) for ``p_bias='rerope'`` (its input is the RoPE table), ``base`` (10000), ``logn``
+    (train length: q_i ← q_i·log(i+1)/log(logn)) and ``logn_clip`` (True: max(1, ·), the
+    inference-only form).  See :func:`bert4keras_ng.backend.rerope_logits`.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(POSITION_OPTIONS))
+    if unknown:
+        raise ValueError(f"position_options: unknown key(s) {unknown}; allowed {POSITION_OPTIONS}.")
+    logn, clip = options.pop("logn", None), options.pop("logn_clip", True)
+    if logn:
+        scale = log_n_query_scale(ops.shape(q)[1], logn, clip)
+        q = q * ops.cast(ops.reshape(scale, (1, -1) + (1,) * (len(q.shape) - 2)), q.dtype)
+    if p_bias == "rerope":
+        if options.get("window") is None:
+            raise ValueError("p_bias='rerope' needs position_options={'window': w, ...}.")
+        return rerope_logits(q, k, position, spec=spec, **options)
+    if p_bias == "rotary":
+        q, k = apply_rotary_position_embeddings(position, q, k)
+    return ops.einsum(spec, q, k)
 
 
 def _split_heads(x, heads, size):
@@ -135,7 +163,8 @@ class MultiHeadAttention(_AttentionBase):
       the key mask, or float added to the logits); 'causal' (built-in LM mask).
     - p_bias: None; 'rotary' (input (b|1, n, Dk) sinusoid table); 'typical_relative' (NEZHA, input
       (n_q, n_k, Dk), adds ⟨q_i, R_ij⟩ to the logits and Σ_j A_ij R_ij to the output, needs
-      Dv = Dk); 't5_relative' (input (n_q, n_k, heads) added to the logits).
+      Dv = Dk); 't5_relative' (input (n_q, n_k, heads) added to the logits); 'rerope' ((Leaky)
+      ReRoPE on the rotary table input, settings in position_options, see position_logits).
     The key padding mask is the mask of v; the output carries the mask of q (a single mask tensor
     serves as both). With
     return_attention_scores the output is [o, scaled logits before masking].
@@ -177,7 +206,8 @@ class MultiHeadAttention(_AttentionBase):
                                    (None, None, self.heads * self.dv), **common)
         self.built = True
 
-    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None,
+             position_options=None):
         self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
         (q, k, v), bias, position = _parse_inputs(self, inputs, 3, a_bias, p_bias, "q, k, v")
         v_mask = mask[2] if isinstance(mask, (list, tuple)) else mask  # one mask: q = k = v
@@ -186,13 +216,20 @@ class MultiHeadAttention(_AttentionBase):
         vw = _split_heads(self.v_dense(v), self.heads, self.dv)
         if p_bias == "rotary":
             qw, kw = apply_rotary_position_embeddings(position, qw, kw)
-        o, logits = self._attend(qw, kw, vw, v_mask, bias, position, a_bias, p_bias, 0, training)
+        o, logits = self._attend(qw, kw, vw, v_mask, bias, position, a_bias, p_bias, 0, training,
+                                 position_options)
         return [o, logits] if self.return_attention_scores else o
 
-    def _attend(self, qw, kw, vw, key_mask, bias, position, a_bias, p_bias, q_offset, training):
+    def _attend(self, qw, kw, vw, key_mask, bias, position, a_bias, p_bias, q_offset, training,
+                position_options=None):
         """Attention of projected heads qw (b, n_q, h, dk) over kw, vw (b, n_k, h, d·); the
-        queries sit at key positions q_offset + i (a cached call). Returns (o, scaled logits)."""
-        logits = ops.einsum("bjhd,bkhd->bhjk", qw, kw)
+        queries sit at key positions q_offset + i (a cached call). RoPE is already applied;
+        (Leaky) ReRoPE and log-n scaling come from position_options. Returns (o, scaled logits)."""
+        if p_bias == "rerope" or position_options:
+            logits = position_logits(qw, kw, position, "rerope" if p_bias == "rerope" else None,
+                                     position_options, "bjhd,bkhd->bhjk")
+        else:
+            logits = ops.einsum("bjhd,bkhd->bhjk", qw, kw)
         if p_bias == "typical_relative":
             if self.dv != self.dk:
                 raise ValueError("p_bias='typical_relative' needs head_size == key_size, got "
@@ -233,7 +270,7 @@ class MultiHeadAttention(_AttentionBase):
         """Attention of new queries over a context cached by cache_context: inputs [q,
         (a_bias (b|1, n, n_k)), (position (n, n_k, ·)) for the new queries]; key_mask (b, n_k)."""
         self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
-        if a_bias == "causal" or p_bias in ("rotary", "typical_relative"):
+        if a_bias == "causal" or p_bias in ("rotary", "rerope", "typical_relative"):
             raise ValueError(f"{self.name}: a cached context supports a_bias None/True and "
                              f"p_bias None/'t5_relative'; got {a_bias!r}, {p_bias!r}.")
         inputs = as_list(inputs)
@@ -255,6 +292,9 @@ class MultiHeadAttention(_AttentionBase):
         Returns (o (b, n, out_dim), new cache). Same weights and order of operations as call().
         """
         self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
+        if p_bias == "rerope":
+            raise ValueError(f"{self.name}: cached decoding does not support p_bias='rerope' "
+                             "((Leaky) ReRoPE); generate with the uncached decoder.")
         inputs = as_list(inputs)
         check_input_count(self, inputs, 1 + (a_bias is True) + (p_bias is not None),
                           "[x" + (", a_bias" if a_bias is True else "")
@@ -279,12 +319,14 @@ class MultiHeadAttention(_AttentionBase):
         q_mask = mask[0] if isinstance(mask, (list, tuple)) else mask
         return [q_mask, None] if self.return_attention_scores else q_mask
 
-    def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+    def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None,
+                            position_options=None):
         # Shapes from the arguments instead of tracing call() in a scratch graph (model
         # construction cost); the argument checks of call() still run here.
         if not self.built:  # head sizes are known from build(); trace call() instead
             return super().compute_output_spec(inputs, mask=mask, a_bias=a_bias, p_bias=p_bias,
-                                               training=training)
+                                               training=training,
+                                               position_options=position_options)
         self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
         (q, k, _), _, _ = _parse_inputs(self, inputs, 3, a_bias, p_bias, "q, k, v")
         if p_bias == "typical_relative" and self.dv != self.dk:
@@ -311,7 +353,8 @@ class GatedAttentionUnit(_AttentionBase):
 
     Self-attention (default): inputs [x, (a_bias), (rotary table)] or x; Z = act(x·W_i + b) split
     into u (units), v (units), z (key_size); q, k = per-dimension scale-offsets of z (q_scaleoffset,
-    k_scaleoffset; offsets only with use_bias); RoPE if p_bias='rotary'; A = normalise(q·kᵀ/√s);
+    k_scaleoffset; offsets only with use_bias); RoPE if p_bias='rotary' ((Leaky) ReRoPE if 'rerope',
+    with position_options); A = normalise(q·kᵀ/√s);
     o = (u ⊙ A·v)·W_o + b (o_dense). Cross mode (self_attention=False): inputs [q, k, v, ...];
     uq_dense(q) → (u, q), k_dense(k), v_dense(v); the key mask is the mask of v.
     """
@@ -353,7 +396,8 @@ class GatedAttentionUnit(_AttentionBase):
                                    kernel_initializer=self.kernel_initializer)
         self.built = True
 
-    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+    def call(self, inputs, mask=None, a_bias=None, p_bias=None, training=None,
+             position_options=None):
         self._check_call_args(a_bias, p_bias, GAU_POSITION_BIASES)
         n_main, layout = (1, "x") if self.self_attention else (3, "q, k, v")
         main, bias, position = _parse_inputs(self, inputs, n_main, a_bias, p_bias, layout)
@@ -368,9 +412,7 @@ class GatedAttentionUnit(_AttentionBase):
             uq = self.uq_dense(main[0])
             u, q = uq[..., :e], uq[..., e:]
             k, v = self.k_dense(main[1]), self.v_dense(main[2])
-        if p_bias == "rotary":
-            q, k = apply_rotary_position_embeddings(position, q, k)
-        logits = ops.einsum("bmd,bnd->bmn", q, k)
+        logits = position_logits(q, k, position, p_bias, position_options, "bmd,bnd->bmn")
         if self.attention_scale:
             logits = logits / math.sqrt(s)
         keep, additive = combine_attention_bias(
@@ -381,7 +423,8 @@ class GatedAttentionUnit(_AttentionBase):
     def compute_mask(self, inputs, mask=None):
         return mask[0] if isinstance(mask, (list, tuple)) else mask
 
-    def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None):
+    def compute_output_spec(self, inputs, mask=None, a_bias=None, p_bias=None, training=None,
+                            position_options=None):
         # Output = shape of the first input; avoids tracing call() at model construction.
         self._check_call_args(a_bias, p_bias, GAU_POSITION_BIASES)
         n_main, layout = (1, "x") if self.self_attention else (3, "q, k, v")

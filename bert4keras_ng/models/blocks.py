@@ -37,6 +37,21 @@ def pre_norm(builder, x, name, sublayer, norm_name=None):
     return _dropout_add(builder, x, sublayer(y, name), name)
 
 
+def _with_biases(builder, inputs, mask, position):
+    """Attention layer inputs with the mask and position tensors appended; the call arguments
+    that declare them (a_bias, p_bias and the builder's position_options)."""
+    inputs, arguments = list(inputs), {}
+    if mask is not None:
+        inputs.append(mask)
+        arguments["a_bias"] = True
+    if position is not None:
+        inputs.append(position)
+        arguments["p_bias"] = builder.position_bias_kind
+        if builder.position_options:
+            arguments["position_options"] = builder.position_options
+    return inputs, arguments
+
+
 def attention(builder, name, q, kv, mask=None, position=None, return_scores=False):
     """One MultiHeadAttention call with the builder's options (self- or cross-attention).
 
@@ -60,13 +75,7 @@ def attention(builder, name, q, kv, mask=None, position=None, return_scores=Fals
         v = builder.apply([caches[1], v], Concatenate1D, name=name + "-Cached-Value")
         if mask is not None:  # the cached positions are visible to every query
             mask = builder.apply([mask, caches[0]], CachedKeysMask, name=name + "-Cached-Mask")
-    inputs, arguments = [q, k, v], {}
-    if mask is not None:
-        inputs.append(mask)
-        arguments["a_bias"] = True
-    if position is not None:
-        inputs.append(position)
-        arguments["p_bias"] = builder.position_bias_kind
+    inputs, arguments = _with_biases(builder, [q, k, v], mask, position)
     return builder.apply(
         inputs,
         MultiHeadAttention,
@@ -165,13 +174,7 @@ def gau_block(builder, x, index):
 
     name = builder.block_name(index, "GatedAttentionUnit")
     mask, position = _self_attention_bias(builder, x, builder.attention_key_size)
-    inputs, arguments = [x], {}
-    if mask is not None:
-        inputs.append(mask)
-        arguments["a_bias"] = True
-    if position is not None:
-        inputs.append(position)
-        arguments["p_bias"] = builder.position_bias_kind
+    inputs, arguments = _with_biases(builder, [x], mask, position)
     y = builder.apply(
         inputs if len(inputs) > 1 else inputs[0],
         GatedAttentionUnit,

@@ -19,6 +19,7 @@ from bert4keras_ng.models import blocks, mappings
 from bert4keras_ng.models import config as model_config
 from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
 from bert4keras_ng.models.inputs import TransformerModel
+from bert4keras_ng.models.extrapolation import length_extrapolation_options
 
 REQUIRED_CONFIG_KEYS = (
     "vocab_size",
@@ -174,6 +175,7 @@ class Transformer:
         if attention_normalization is not None:
             self.attention_normalization = attention_normalization
         self.softmax_plus_clamp = softmax_plus_clamp
+        self.position_options = length_extrapolation_options(self.position, kwargs)
         if application in ("lm", "unilm"):
             self.with_mlm = self.with_mlm or True
         self.attention_bias = None
@@ -481,6 +483,8 @@ class Transformer:
 
     @property
     def position_bias_kind(self):
+        if self.position_options and "window" in self.position_options:
+            return "rerope"
         return {
             "learned": None,
             "relative": "typical_relative",

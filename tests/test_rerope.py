@@ -1,0 +1,177 @@
+"""(Leaky) ReRoPE and log-n scaling: NumPy per-pair reference, equalities with RoPE, builds."""
+
+import functools
+
+import keras
+import numpy as np
+import pytest
+
+from bert4keras_ng import backend as K
+from bert4keras_ng.layers import GatedAttentionUnit, MultiHeadAttention
+from bert4keras_ng.models import build_transformer_model
+from tests import helpers as H
+
+RNG = np.random.default_rng(7)
+B, N, W, DK = 2, 9, 8, 4
+X = RNG.normal(size=(B, N, W)).astype("float32")
+MASK = np.ones((B, N), bool)
+MASK[0, 6:] = False
+
+
+def np_table(positions, dim, base=10000.0):
+    theta = base ** (-2.0 * np.arange(dim // 2) / dim)
+    angles = np.asarray(positions, dtype="float64")[..., None] * theta
+    out = np.zeros(angles.shape[:-1] + (dim,))
+    out[..., ::2], out[..., 1::2] = np.sin(angles), np.cos(angles)
+    return out
+
+
+ROPE = np_table(np.arange(N), DK)[None].astype("float32")
+
+
+def np_rotate(x, p, base=10000.0):
+    """Rotate interleaved pairs of x (..., d) by the angles p·θ_i."""
+    d = x.shape[-1]
+    theta = base ** (-2.0 * np.arange(d // 2) / d)
+    c, s = np.cos(p * theta), np.sin(p * theta)
+    out = np.empty_like(x)
+    out[..., ::2] = x[..., ::2] * c - x[..., 1::2] * s
+    out[..., 1::2] = x[..., 1::2] * c + x[..., ::2] * s
+    return out
+
+
+def np_leaky_distance(r, w, k):
+    if abs(r) < w:
+        return float(r)
+    slope = 0.0 if k is None else 1.0 / k
+    return np.sign(r) * (w + (abs(r) - w) * slope)
+
+
+def np_rerope_logits(q, k, w, leaky):
+    """(b, n, d) q, k: logit_ij = qᵢᵀ R(−r′(i − j)) kⱼ, pair by pair."""
+    b, n, _ = q.shape
+    out = np.zeros((b, n, n))
+    for i in range(n):
+        for j in range(n):
+            r = np_leaky_distance(i - j, w, leaky)
+            out[:, i, j] = np.sum(q[:, i] * np_rotate(k[:, j], -r), -1)
+    return out
+
+
+@pytest.mark.parametrize("window,leaky", [(3, None), (2, 4), (4, 16), (1, None)])
+def test_rerope_logits_equal_per_pair_reference(window, leaky):
+    q = RNG.normal(size=(B, N, DK)).astype("float32")
+    k = RNG.normal(size=(B, N, DK)).astype("float32")
+    got = H.to_numpy(K.rerope_logits(q, k, ROPE, window, leaky, spec="bmd,bnd->bmn"))
+    np.testing.assert_allclose(got, np_rerope_logits(q.astype("float64"), k.astype("float64"),
+                                                     window, leaky), atol=2e-5)
+    r = np.arange(N)[:, None] - np.arange(N)[None]
+    expected = np.vectorize(lambda x: np_leaky_distance(x, window, leaky))(r)
+    np.testing.assert_allclose(H.to_numpy(K.leaky_rerope_distances(N, N, window, leaky)),
+                               expected, atol=1e-6)
+
+
+def _mha(**kwargs):
+    layer = MultiHeadAttention(2, DK, return_attention_scores=True, **kwargs)
+    layer([X, X, X, ROPE], p_bias="rotary")
+    for v in layer.weights:
+        v.assign(RNG.normal(size=v.shape).astype("float32") * 0.5)
+    return layer
+
+
+def test_rerope_with_window_beyond_length_is_rope_exactly_and_leaky_one_is_rope():
+    layer = _mha()
+    masks = [MASK, MASK, MASK, None]
+    rope = H.to_numpy(H.call_layer(layer, [X, X, X, ROPE], masks, {"p_bias": "rotary"}))
+    wide = H.to_numpy(H.call_layer(layer, [X, X, X, ROPE], masks,
+                                   {"p_bias": "rerope", "position_options": {"window": N}}))
+    for a, b in zip(rope, wide):
+        np.testing.assert_array_equal(a, b)
+    leaky1 = H.to_numpy(H.call_layer(layer, [X, X, X, ROPE], masks, {
+        "p_bias": "rerope", "position_options": {"window": 2, "leaky": 1}}))
+    for a, b in zip(rope, leaky1):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    narrow = H.to_numpy(H.call_layer(layer, [X, X, X, ROPE], masks, {
+        "p_bias": "rerope", "position_options": {"window": 2}}))
+    assert np.abs(narrow[1] - rope[1]).max() > 1e-3  # outside the window it differs
+
+
+def test_gau_rerope_equalities():
+    layer = GatedAttentionUnit(8, DK, normalization="softmax")
+    layer([X, ROPE], p_bias="rotary")
+    rope = H.to_numpy(layer([X, ROPE], p_bias="rotary"))
+    wide = H.to_numpy(layer([X, ROPE], p_bias="rerope", position_options={"window": 50}))
+    np.testing.assert_array_equal(rope, wide)
+    leaky1 = H.to_numpy(layer([X, ROPE], p_bias="rerope",
+                              position_options={"window": 3, "leaky": 1}))
+    np.testing.assert_allclose(rope, leaky1, atol=1e-5)
+
+
+def test_log_n_scaling_multiplies_query_rows():
+    layer = _mha()
+    _, plain = H.to_numpy(layer([X, X, X, ROPE], p_bias="rotary"))
+    for clip in (True, False):
+        _, scaled = H.to_numpy(layer([X, X, X, ROPE], p_bias="rerope", position_options={
+            "window": N, "logn": 4, "logn_clip": clip}))
+        factor = np.log(np.arange(1, N + 1)) / np.log(4)
+        if clip:
+            factor = np.maximum(factor, 1.0)
+        np.testing.assert_allclose(scaled, plain * factor[:, None], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown key"):
+        layer([X, X, X, ROPE], p_bias="rerope", position_options={"windw": 3})
+    with pytest.raises(ValueError, match="window"):
+        layer([X, X, X, ROPE], p_bias="rerope")
+
+
+@pytest.mark.parametrize("leaky", [None, 4])
+def test_rerope_mha_shared_checks_and_padding_invariance(leaky):
+    options = {"window": 3, "leaky": leaky, "logn": 4}
+    call_kwargs = {"p_bias": "rerope", "position_options": options}
+    inputs, masks = [X, X, X, ROPE], [MASK, MASK, MASK, None]
+    H.check_layer(functools.partial(MultiHeadAttention, 2, DK), inputs, masks, call_kwargs,
+                  expected_output_shape=(B, N, 2 * DK))
+    layer = MultiHeadAttention(2, DK)
+
+    def perturb(inp, mask, rng):
+        noisy = H.perturb_masked(inp[0], mask, rng)
+        return [noisy, noisy, noisy, inp[3]]
+
+    H.check_padding_invariance(lambda inp: H.call_layer(layer, inp, masks, call_kwargs),
+                               inputs, MASK, perturb=perturb)
+
+
+def _roformer(model="roformer", **kwargs):
+    keras.utils.set_random_seed(0)
+    config = dict(vocab_size=20, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=16, hidden_act="gelu")
+    if model == "gau_alpha":
+        config.update(num_attention_heads=1, attention_key_size=4, hidden_act="swish")
+    return build_transformer_model(None, None, model=model, **config, **kwargs)
+
+
+@pytest.mark.parametrize("model", ["roformer", "gau_alpha"])
+def test_build_option_switches_a_rope_model_to_rerope_with_the_same_weights(model):
+    ids = RNG.integers(1, 20, size=(2, 12))
+    feed = [ids, np.zeros_like(ids)]
+    base = _roformer(model)
+    # larger weights than the 0.02 initialisation, so that attention is far from uniform
+    base.set_weights([w * 25 if w.ndim == 2 else w for w in base.get_weights()])
+    expected = base.predict_on_batch(feed)
+    wide = _roformer(model, rerope_window=64)
+    wide.set_weights(base.get_weights())
+    np.testing.assert_array_equal(wide.predict_on_batch(feed), expected)
+    leaky = _roformer(model, rerope_window=4, rerope_leaky=16, logn_train_length=8)
+    leaky.set_weights(base.get_weights())
+    out = leaky.predict_on_batch(feed)
+    assert np.isfinite(out).all() and np.abs(out - expected).max() > 1e-3
+
+
+def test_build_option_errors():
+    with pytest.raises(ValueError, match="RoPE model"):
+        build_transformer_model(None, None, model="bert", vocab_size=20, hidden_size=8,
+                                num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=16, hidden_act="gelu", rerope_window=4)
+    with pytest.raises(ValueError, match="rerope_leaky needs"):
+        _roformer(rerope_leaky=16)
+    with pytest.raises(ValueError, match="logn_train_length"):
+        _roformer(logn_train_length=1)
