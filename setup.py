@@ -34,7 +34,7 @@ setup(
         "sentencepiece",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "hypothesis"],
+        "test": ["pytest>=7", "pytest-xdist", "hypothesis", "jax[cpu]"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

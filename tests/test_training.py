@@ -336,3 +336,17 @@ def test_mirrored_strategy_matches_single_device_training():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "MAXDIFF" in result.stdout and "CLEAR_ERROR" in result.stdout
     print("\n".join(line for line in result.stdout.splitlines() if line.startswith("MAXDIFF")))
+
+
+def test_default_jit_compile_skips_xla_for_bfloat16_on_a_cpu_only_tensorflow():
+    # XLA's CPU compiler turns bfloat16 dots into float32 ones; oneDNN runs them in bf16.
+    import tensorflow as tf
+
+    cpu_only = not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    with T.dtype_policy("mixed_bfloat16"):
+        bf16 = tiny_classifier()
+    T.compile_model(bf16, O.AdamW(), "sparse_categorical_crossentropy")
+    assert bf16.jit_compile is (not cpu_only)
+    assert T.default_jit_compile(tiny_classifier()) is True  # float32: XLA
+    T.compile_model(bf16, O.AdamW(), "sparse_categorical_crossentropy", jit_compile=True)
+    assert bf16.jit_compile is True  # an explicit choice wins

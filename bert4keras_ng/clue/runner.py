@@ -64,6 +64,7 @@ class RunConfig:
     pooling: str = "cls"
     mixed_precision: Optional[str] = None
     xla: bool = False
+    bucket: bool = False                # batch similar lengths together (features.bucketed_order)
     rdrop: bool = False
     rdrop_alpha: float = 4.0
     adversarial: bool = False
@@ -430,7 +431,7 @@ def _epoch_batches(cfg, spec, feats, rng, pad_multiple):
     if cfg.rdrop:
         return _rdrop_batches(spec, feats, cfg.batch_size, rng, pad_multiple)
     return F.iter_batches(spec, feats, cfg.batch_size, shuffle=True, rng=rng,
-                          pad_multiple=pad_multiple)
+                          pad_multiple=pad_multiple, bucket=cfg.bucket)
 
 
 def _save_weights(model, path):
@@ -671,6 +672,8 @@ def build_parser():
     p.add_argument("--pooling", default="cls", choices=("cls", "mean", "max"))
     p.add_argument("--mixed-precision", choices=("float16", "bfloat16"))
     p.add_argument("--xla", action="store_true", help="compile the train/predict steps with XLA")
+    p.add_argument("--bucket", action="store_true", help="random length buckets: batch training "
+                                                          "samples of similar length together")
     p.add_argument("--rdrop", action="store_true", help="R-Drop consistency loss")
     p.add_argument("--rdrop-alpha", type=float, default=4.0)
     p.add_argument("--adversarial", action="store_true", help="FGM adversarial training on "
@@ -697,7 +700,7 @@ def main(argv=None):
         checkpoint=args.checkpoint, vocab=args.vocab, model=args.model, epochs=args.epochs,
         batch_size=args.batch_size, maxlen=args.maxlen, stride=args.stride, lr=args.lr,
         optimizer=args.optimizer, grad_accum=args.grad_accum, pooling=args.pooling,
-        mixed_precision=args.mixed_precision, xla=args.xla, rdrop=args.rdrop,
+        mixed_precision=args.mixed_precision, xla=args.xla, bucket=args.bucket, rdrop=args.rdrop,
         rdrop_alpha=args.rdrop_alpha, adversarial=args.adversarial,
         adversarial_epsilon=args.adversarial_epsilon, lst=args.lst, output=args.output, seed=args.seed,
         verbose=0 if args.quiet else 1, argv=argv)

@@ -113,6 +113,22 @@ def _merge_heads(x):
     return ops.reshape(x, (shape[0], shape[1], x.shape[2] * x.shape[3]))
 
 
+def fused_attention(qw, kw, vw, keep, scale):
+    """softmax(q·kᵀ·scale, masked by ``keep``)·v through ``keras.ops.dot_product_attention``.
+
+    q, k, v are (b, n, heads, d); ``keep`` is a boolean mask broadcastable to (b, heads, n_q, n_k)
+    or None.  The backend may run it as one fused kernel (cuDNN flash attention on a GPU under
+    JAX).  A query row without any valid key gives zeros, as :func:`attention_normalize` does.
+    """
+    while keep is not None and len(keep.shape) < 4:
+        keep = ops.expand_dims(keep, 0)
+    o = ops.dot_product_attention(qw, kw, vw, mask=keep, scale=scale)
+    if keep is not None:
+        row_valid = ops.transpose(ops.any(keep, axis=-1), (0, 2, 1))[..., None]
+        o = o * ops.cast(row_valid, o.dtype)
+    return o
+
+
 class _AttentionBase(keras.layers.Layer):
     """Options and pieces shared by MHA and GAU: normalisation, scaling, dropout, serialisation."""
 
@@ -171,6 +187,12 @@ class MultiHeadAttention(_AttentionBase):
     head_size=None infers Dv = input width // heads.
     """
 
+    # Backends on which the supported cases (softmax, boolean or no bias, no relative position
+    # term, no attention dropout in training, no returned scores) go through
+    # keras.ops.dot_product_attention.  TensorFlow's version is the same einsum-softmax-einsum
+    # with a full-size mask, so it keeps this layer's own path there.
+    fused_backends = ("jax", "torch")
+
     def __init__(self, heads, head_size=None, out_dim=None, key_size=None, use_bias=True,
                  normalization="softmax", attention_scale=True, attention_dropout=None,
                  return_attention_scores=False, kernel_initializer="glorot_uniform",
@@ -216,6 +238,11 @@ class MultiHeadAttention(_AttentionBase):
         vw = _split_heads(self.v_dense(v), self.heads, self.dv)
         if p_bias == "rotary":
             qw, kw = apply_rotary_position_embeddings(position, qw, kw)
+        if self._fusable(p_bias, bias, training) and not position_options:
+            keep, _ = combine_attention_bias(
+                v_mask, bias, a_bias, ops.shape(q)[1], ops.shape(k)[1], head_axis=True)
+            scale = 1.0 / math.sqrt(self.dk) if self.attention_scale else 1.0
+            return self.o_dense(_merge_heads(fused_attention(qw, kw, vw, keep, scale)))
         o, logits = self._attend(qw, kw, vw, v_mask, bias, position, a_bias, p_bias, 0, training,
                                  position_options)
         return [o, logits] if self.return_attention_scores else o
@@ -314,6 +341,14 @@ class MultiHeadAttention(_AttentionBase):
         o, _ = self._attend(qw, ops.cast(k_cache, qw.dtype), ops.cast(v_cache, vw.dtype),
                             key_mask, bias, position, a_bias, p_bias, index, None)
         return o, [k_cache, v_cache]
+
+    def _fusable(self, p_bias, bias, training):
+        """Whether this call can use :func:`fused_attention` (see ``fused_backends``)."""
+        return (keras.backend.backend() in self.fused_backends
+                and self.normalization == "softmax" and not self.return_attention_scores
+                and p_bias in (None, "rotary")
+                and not (self.attention_dropout and training)
+                and (bias is None or keras.backend.standardize_dtype(bias.dtype) == "bool"))
 
     def compute_mask(self, inputs, mask=None):
         q_mask = mask[0] if isinstance(mask, (list, tuple)) else mask
