@@ -129,7 +129,14 @@ class CheckpointReader:
 
 
 def open_checkpoint(source):
-    """A :class:`CheckpointReader` for a prefix, directory, file name or dict."""
+    """A reader for a prefix, directory, file name or dict: a :class:`CheckpointReader`, or a
+    :class:`bert4keras_ng.huggingface.HFReader` for a Hugging Face folder (detected here, once)."""
+    from bert4keras_ng import huggingface
+
+    if isinstance(source, huggingface.HFReader):
+        return source
+    if huggingface.is_hf_folder(source):
+        return huggingface.HFReader(source)
     return CheckpointReader(source)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from bert4keras_ng import checkpoints
 from bert4keras_ng.layers.dropout import Dropout
-from bert4keras_ng.models import blocks, mappings
+from bert4keras_ng.models import blocks, hf_mappings, mappings
 from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
 
 REQUIRED_CONFIG_KEYS = (
@@ -36,6 +36,8 @@ class Transformer:
     # ---- declared differences (defaults = Google BERT) --------------------------------------
     scope = "bert/"  # checkpoint scope substituted for {scope} in the table
     table = mappings.BERT  # Keras layer -> {weight: checkpoint variable}
+    hf_table = hf_mappings.BERT  # the same for Hugging Face folders (None: no counterpart)
+    hf_model_type = "bert"  # config.json model_type written on export
     position = "learned"  # 'learned' absolute | 'relative' (NEZHA) | 'rotary' (RoPE)
     norm = "layer"  # 'layer' (LayerNorm with gamma/beta) | 'rms' (parameter-free RMSNorm)
     embedding_epsilon = 1e-12
@@ -394,6 +396,8 @@ class Transformer:
                     name="Discriminator-Prediction",
                 )
                 outputs.append(y)
+            if self.with_mlm:  # the generator's head (generator_predictions)
+                outputs.append(self.apply_mlm_head(x))
         elif self.head == "tied":
             if self.with_pool or self.with_nsp:
                 warnings.warn("%s has no pooler: with_pool / with_nsp are ignored." % type(self).__name__)
@@ -482,9 +486,10 @@ class Transformer:
             mapping.setdefault(layer_name, []).append(variable)
         return mapping
 
-    def checkpoint_entries(self, mapping=None):
+    def checkpoint_entries(self, mapping=None, table=None):
         """(layer name, Keras variable, checkpoint name, transposed, vocabulary) for every table
-        entry whose layer was built and has that weight, in table order."""
+        entry whose layer was built and has that weight, in table order. ``table`` defaults to
+        the family's TF1 table (``self.hf_table`` is the Hugging Face one)."""
         entries = []
         if mapping is not None:  # bert4keras style {layer: [names]}, matched positionally
             for layer_name, names in mapping.items():
@@ -495,7 +500,7 @@ class Transformer:
                     name, transposed, vocabulary = mappings.parse(spec)
                     entries.append((layer.name, weight, name, transposed, vocabulary))
             return entries
-        for key, weights in self.table.items():
+        for key, weights in (self.table if table is None else table).items():
             indices = range(self.num_hidden_layers) if "{i}" in key else [None]
             for i in indices:
                 layer = self.layers.get(self.prefixed(_fill(key, i, self.scope)))
@@ -531,7 +536,8 @@ class Transformer:
         """
         plan, missing, mismatched = [], [], []
         select = self.keep_tokens is not None or bool(self.compound_tokens)
-        for layer_name, weight, name, transposed, vocabulary in self.checkpoint_entries(mapping):
+        entries = self.checkpoint_entries(mapping, table=self.table_for(reader))
+        for layer_name, weight, name, transposed, vocabulary in entries:
             if name not in reader:
                 missing.append((layer_name, name))
                 continue
@@ -551,6 +557,8 @@ class Transformer:
                 continue
             plan.append((weight, value))
         problems = []
+        if getattr(reader, "format", None) == "huggingface":
+            problems.extend(self._hf_unused_message(reader, entries))
         if missing:
             problems.append(self._missing_message(reader, missing))
         if mismatched:
@@ -597,6 +605,37 @@ class Transformer:
             if not value.used:
                 weight.assign(value())
         return self.model
+    def table_for(self, reader):
+        """The checkpoint table matching ``reader``'s format (TF1 or Hugging Face)."""
+        if getattr(reader, "format", None) != "huggingface":
+            return self.table
+        if self.hf_table is None:
+            raise ValueError(
+                "%s has no Hugging Face table; %s cannot be loaded into it."
+                % (_model_label(self), reader.describe())
+            )
+        return self.hf_table
+
+    def _hf_unused_message(self, reader, entries):
+        from bert4keras_ng.models.huggingface import check_all_used
+
+        left = check_all_used(self, reader, entries)
+        if not left:
+            return []
+        return [
+            "%s holds %d weight(s) %s does not use: %s%s (more blocks than num_hidden_layers, "
+            "or a different architecture?)"
+            % (reader.describe(), len(left), _model_label(self), ", ".join(left[:8]),
+               " ..." if len(left) > 8 else "")
+        ]
+
+    def save_weights_as_huggingface(self, folder, vocab=None, dtype="float32"):
+        """Write a Hugging Face folder (config.json, model.safetensors, vocab.txt when ``vocab``
+        is given) that ``transformers.AutoModel.from_pretrained(folder)`` loads; atomic."""
+        from bert4keras_ng.models.huggingface import save_weights_as_huggingface
+
+        return save_weights_as_huggingface(self, folder, vocab=vocab, dtype=dtype)
+
     def _missing_message(self, reader, missing):
         present = reader.names()
         lines = [
