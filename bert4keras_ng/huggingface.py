@@ -22,6 +22,7 @@ __all__ = [
     "HFReader",
     "write_hf_folder",
     "find_vocabulary",
+    "load_hf_tokenizer",
 ]
 
 CONFIG_NAME = "config.json"
@@ -237,6 +238,56 @@ def find_vocabulary(folder):
         "No vocabulary in %r: expected vocab.txt (WordPiece), spiece.model or "
         "tokenizer.json." % folder
     )
+
+
+def _tokenizer_options(folder):
+    path = os.path.join(folder, "tokenizer_config.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except ValueError as e:
+        raise ValueError("%r is not valid JSON: %s" % (path, e)) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _wordpiece_from_tokenizer_json(path):
+    """(token dict, lower-case?) of a WordPiece ``tokenizer.json`` (read as JSON, no library)."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    model = data.get("model") or {}
+    if model.get("type") != "WordPiece" or not isinstance(model.get("vocab"), dict):
+        raise ValueError(
+            "%r holds a %s tokenizer; only WordPiece tokenizer.json files (or a vocab.txt / "
+            "spiece.model beside it) can be used." % (path, model.get("type"))
+        )
+    normalizer = data.get("normalizer") or {}
+    return dict(model["vocab"]), bool(normalizer.get("lowercase", True))
+
+
+def load_hf_tokenizer(folder, do_lower_case=None, **kwargs):
+    """Our :class:`~bert4keras_ng.tokenizers.Tokenizer` (vocab.txt or a WordPiece
+    tokenizer.json) or :class:`~bert4keras_ng.tokenizers.SpTokenizer` (spiece.model) for a
+    Hugging Face folder. ``do_lower_case`` defaults to the folder's tokenizer_config.json
+    (True when absent, as BertTokenizer); T5/mT5 folders get ``token_start=None,
+    token_end='</s>'``. Other keyword arguments go to the tokenizer."""
+    from bert4keras_ng.tokenizers import SpTokenizer, Tokenizer
+
+    folder = os.fspath(folder)
+    kind, path = find_vocabulary(folder)
+    if kind == "sentencepiece":
+        model_type = read_hf_config(folder)["model_type"] if is_hf_folder(folder) else None
+        if model_type in ("t5", "mt5"):
+            kwargs.setdefault("token_start", None)
+            kwargs.setdefault("token_end", "</s>")
+        return SpTokenizer(path, **kwargs)
+    if do_lower_case is None:
+        do_lower_case = _tokenizer_options(folder).get("do_lower_case")
+    if kind == "tokenizer.json":
+        token_dict, lower = _wordpiece_from_tokenizer_json(path)
+        return Tokenizer(token_dict, do_lower_case=lower if do_lower_case is None else do_lower_case, **kwargs)
+    return Tokenizer(path, do_lower_case=True if do_lower_case is None else do_lower_case, **kwargs)
 
 
 def write_hf_folder(folder, config, tensors, extra_files=None, overwrite=True):
