@@ -260,21 +260,43 @@ def test_export_reproduces_save_pretrained(tmp_path, case, variant):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
-@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers + torch not installed")
-def test_export_loads_in_transformers(tmp_path):  # pragma: no cover - reference env only
-    import torch
-    import transformers
+_FROM_PRETRAINED = """
+import sys, numpy as np, torch, transformers
+folder, feed, out = sys.argv[1:]
+data = np.load(feed)
+model = getattr(transformers, sys.argv[4] if len(sys.argv) > 4 else "AutoModel").from_pretrained(folder).eval()
+ids = torch.tensor(data["input/token_ids"]).long()
+with torch.no_grad():
+    hf = model(input_ids=ids, token_type_ids=torch.tensor(data["input/segment_ids"]).long(),
+               attention_mask=(ids > 0).long(), output_hidden_states=True)
+np.savez(out, sequence=hf.hidden_states[-1].numpy(),
+         **({"pooled": hf.pooler_output.numpy()} if getattr(hf, "pooler_output", None) is not None else {}))
+"""
 
+
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers + torch not installed")
+@pytest.mark.parametrize("case", ["bert", "albert", "electra", "roformer"])
+def test_export_loads_in_transformers(tmp_path, case):  # pragma: no cover - reference env only
+    """Export -> transformers.AutoModel.from_pretrained -> the same outputs (in a subprocess:
+    TensorFlow and torch in one process can crash)."""
+    import subprocess
+
+    options = dict(with_pool=True) if case in ("bert", "albert") else {}
     builder = build_transformer_model(
-        checkpoint_path=os.path.join(FOLDERS, "bert"), return_keras_model=False, with_pool=True
+        checkpoint_path=os.path.join(FOLDERS, case), return_keras_model=False, **options
     )
     out = builder.save_weights_as_huggingface(tmp_path / "out")
-    model = transformers.AutoModel.from_pretrained(out).eval()
-    feed, data = golden("bert")
-    with torch.no_grad():
-        hf = model(input_ids=torch.tensor(feed[0]).long(), token_type_ids=torch.tensor(feed[1]).long(),
-                   attention_mask=torch.tensor(feed[0] > 0).long())
-    assert compare("sequence", hf.last_hidden_state.numpy(), data["output/sequence"], feed[0]) <= TOL
+    result = tmp_path / "hf.npz"
+    subprocess.run(
+        [sys.executable, "-c", _FROM_PRETRAINED, out, os.path.join(FOLDERS, case + ".npz"), str(result)],
+        check=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+    )
+    hf = np.load(result)
+    feed, data = golden(case)
+    assert compare("sequence", hf["sequence"], data["output/sequence"], feed[0]) <= TOL
+    if "pooled" in options and "pooled" in data:
+        ours = keras.ops.convert_to_numpy(builder.model(feed))
+        assert compare("pooled", hf["pooled"], ours, feed[0]) <= TOL
 
 
 @pytest.mark.parametrize("name", ["bert_pool_nsp_mlm", "albert_pool_nsp_mlm", "nezha_mlm", "roformer_pool_mlm", "electra_discriminator"])
