@@ -348,3 +348,35 @@ def test_families_without_counterpart_refuse_export(tmp_path):
     )
     with pytest.raises(ValueError, match="no Hugging Face counterpart"):
         builder.save_weights_as_huggingface(tmp_path / "x")
+
+
+# ---- CLUE runner ---------------------------------------------------------------------------
+
+
+def test_clue_runner_finds_config_vocab_and_family_in_a_folder():
+    from bert4keras_ng.clue import runner
+
+    folder = os.path.join(FOLDERS, "albert")
+    _, cfg, tiny, _ = runner._resolve(runner.RunConfig(task="afqmc", checkpoint=folder))
+    assert (cfg.model, cfg.config, cfg.vocab) == (
+        "albert", os.path.join(folder, "config.json"), os.path.join(folder, "vocab.txt"))
+    assert not tiny
+    _, cfg, tiny, _ = runner._resolve(runner.RunConfig(task="afqmc"))  # the demo keeps its default
+    assert cfg.model == runner.DEFAULT_MODEL and tiny
+
+
+@pytest.mark.slow
+def test_clue_runner_takes_a_folder_as_checkpoint(tmp_path):
+    from bert4keras_ng.clue import runner
+
+    folder = os.path.join(FOLDERS, "albert")
+    results = runner.run(runner.RunConfig(task="afqmc", checkpoint=folder, epochs=1, maxlen=32,
+                                          batch_size=32, verbose=0, output=str(tmp_path)))
+    settings = results["settings"]
+    assert settings["model"] == "albert"  # the family came from the folder
+    assert settings["config"] == os.path.join(folder, "config.json")
+    assert settings["vocab"] == os.path.join(folder, "vocab.txt")
+    assert not results["tiny_checkpoint"] and len(results["history"]) == 1
+    with pytest.raises(ValueError, match="contradicts"):
+        runner.run(runner.RunConfig(task="afqmc", checkpoint=folder, model="roformer", epochs=1,
+                                    verbose=0, output=str(tmp_path / "2")))
