@@ -170,6 +170,9 @@ class HFReader:
     """
 
     format = "huggingface"
+    # every tensor's extent was checked against the file size on opening (safetensors header,
+    # torch.load), so reads cannot fail half way: the loader may read lazily
+    validated = True
 
     def __init__(self, folder):
         self.folder = os.fspath(folder)

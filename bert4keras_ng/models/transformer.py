@@ -596,8 +596,10 @@ class Transformer:
             self.build(**build_options)
             for weight, value in self._checkpoint_plan(reader, mapping):
                 # read everything before any variable is initialised: a truncated data file
-                # fails here, and the scope's exit then gives every variable its initializer
-                value = _ArrayThunk(value(), weight.dtype)
+                # fails here, and the scope's exit then gives every variable its initializer.
+                # Readers whose files were size-checked on opening (safetensors) read lazily.
+                if not getattr(reader, "validated", False):
+                    value = _ArrayThunk(value(), weight.dtype)
                 if getattr(weight, "_value", True) is None and hasattr(weight, "_initializer"):
                     weight._initializer = _CheckpointInitializer(value, weight._initializer)
                 late.append((weight, value))
