@@ -13,8 +13,10 @@ from bert4keras_ng.models.albert import ALBERT, ALBERT_Unshared
 from bert4keras_ng.models.bert import BERT
 from bert4keras_ng.models.electra import ELECTRA
 from bert4keras_ng.models.gau_alpha import GAU_alpha
+from bert4keras_ng.models.gpt import GPT, GPT2, GPT2_ML
 from bert4keras_ng.models.nezha import NEZHA
 from bert4keras_ng.models.roformer import RoFormer, RoFormerV2
+from bert4keras_ng.models.t5 import T5, T5_Decoder, T5_Encoder
 from bert4keras_ng.models.transformer import (
     REQUIRED_CONFIG_KEYS,
     CheckpointMismatchError,
@@ -31,7 +33,14 @@ MODELS = {
     "roformer": RoFormer,
     "roformer_v2": RoFormerV2,
     "gau_alpha": GAU_alpha,
+    "gpt": GPT,
+    "gpt2": GPT2,
+    "gpt2_ml": GPT2_ML,
 }
+# T5 strings: '<version>', '<version>_encoder', '<version>_decoder'; 't5' is 't5.1.0'.
+T5_STRINGS = {"t5": "t5.1.0", "t5.1.0": "t5.1.0", "t5.1.1": "t5.1.1", "mt5.1.1": "mt5.1.1"}
+for _name in T5_STRINGS:
+    MODELS[_name], MODELS[_name + "_encoder"], MODELS[_name + "_decoder"] = T5, T5_Encoder, T5_Decoder
 
 __all__ = [
     "build_transformer_model",
@@ -45,6 +54,12 @@ __all__ = [
     "RoFormer",
     "RoFormerV2",
     "GAU_alpha",
+    "GPT",
+    "GPT2",
+    "GPT2_ML",
+    "T5",
+    "T5_Encoder",
+    "T5_Decoder",
     "CheckpointMismatchError",
 ]
 
@@ -83,6 +98,14 @@ def _hf_configs(reader, config_path, model):
         hf_config.check_model_name(name, reader.config, folder)
     configs, attributes = hf_config.from_hf_config(reader.config, folder)
     return configs, attributes, model
+
+
+def t5_version(model_name):
+    """The T5 version a model string names ('t5.1.1_encoder' -> 't5.1.1'), or None."""
+    for prefix in ("t5.1.1", "mt5.1.1", "t5.1.0", "t5"):
+        if model_name in (prefix, prefix + "_encoder", prefix + "_decoder"):
+            return T5_STRINGS[prefix]
+    return None
 
 
 def resolve_model(model):
@@ -169,9 +192,14 @@ def build_transformer_model(
             "layer_norm_cond_hidden_size",
             "layer_norm_cond_hidden_act",
             "additional_input_layers",
+            "attention_caches",
         )
         if k in configs
     }
+    version = t5_version(model_name)
+    if version is not None:  # 't5' / 't5.1.0' let an explicit version= stand, as bert4keras
+        if model_name.startswith(("t5.1.1", "mt5.1.1")) or "version" not in configs:
+            configs["version"] = version
     configs["application"] = application
     builder = cls(**configs)
     builder.model_name = model_name

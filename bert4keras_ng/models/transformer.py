@@ -6,6 +6,7 @@ differences* listed at the top of :class:`Transformer`; the blocks themselves ar
 recipes of ``blocks.py``.
 """
 
+import re
 import warnings
 
 import keras
@@ -13,7 +14,7 @@ import numpy as np
 
 from bert4keras_ng import checkpoints
 from bert4keras_ng.layers.dropout import Dropout
-from bert4keras_ng.models import blocks, hf_mappings, mappings
+from bert4keras_ng.models import blocks, mappings
 from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
 
 REQUIRED_CONFIG_KEYS = (
@@ -36,18 +37,29 @@ class Transformer:
     # ---- declared differences (defaults = Google BERT) --------------------------------------
     scope = "bert/"  # checkpoint scope substituted for {scope} in the table
     table = mappings.BERT  # Keras layer -> {weight: checkpoint variable}
-    hf_table = hf_mappings.BERT  # the same for Hugging Face folders (None: no counterpart)
-    hf_model_type = "bert"  # config.json model_type written on export
-    position = "learned"  # 'learned' absolute | 'relative' (NEZHA) | 'rotary' (RoPE)
-    norm = "layer"  # 'layer' (LayerNorm with gamma/beta) | 'rms' (parameter-free RMSNorm)
+    hf_table = None  # the same for Hugging Face folders (None: no counterpart)
+    hf_model_type = None  # config.json model_type of that counterpart
+    position = "learned"  # 'learned' absolute | 'relative' (NEZHA) | 'rotary' (RoPE) | 't5_relative'
+    # 'layer' (LayerNorm with gamma/beta) | 'rms' (parameter-free RMSNorm) | 'rms_scale' (T5)
+    norm = "layer"
     embedding_epsilon = 1e-12
     block_epsilon = 1e-12
     mlm_epsilon = 1e-12
     dropout_before_embedding_norm = False  # RoFormerV2 / GAU-alpha: Dropout, then Norm
+    embedding_norm = True  # GPT, GPT2, T5: no Embedding-Norm
+    embedding_dropout = True  # GPT2, GPT2_ML: no Embedding-Dropout
+    segment_input = True  # GPT2, GPT2_ML, T5: token ids only (segment_vocab_size forced to 0)
     use_bias = True  # biases of attention, FFN and embedding mapping
-    block = "attention"  # 'attention' (MHA + FFN) | 'gau' (one GatedAttentionUnit)
+    attention_scale = True  # T5: logits not divided by sqrt(key size)
+    # a recipe of blocks.BLOCKS: 'attention' (post-norm MHA + FFN) | 'gau' (one
+    # GatedAttentionUnit) | 'pre_norm' (GPT2, T5) | 'gpt2_ml'
+    block = "attention"
+    causal_relative_position = False  # T5 decoder: unidirectional relative buckets
+    block_prefix = ""  # T5: 'Encoder-' / 'Decoder-' in front of block and embedding names
     shared_blocks = False  # ALBERT: one set of block layers (names without index)
-    head = "bert"  # 'bert' (pool/NSP/MLM) | 'tied' (RoFormerV2-style MLM) | 'electra'
+    # 'bert' (pool/NSP/MLM) | 'tied' (RoFormerV2-style MLM) | 'electra' | 'gpt' (tied LM head,
+    # LM-Activation) | 'gpt2' (Output-Norm, then the 'gpt' head)
+    head = "bert"
     attention_normalization = "softmax"
     initializer_order = None  # None: TruncatedNormal(0.02); n: DepthScaledTruncatedNormal(order=n)
     # checkpoint variables that identify this family (present, absent); used in error hints
@@ -91,6 +103,8 @@ class Transformer:
         application="encoder",
         **kwargs,
     ):
+        if not self.segment_input:
+            segment_vocab_size = 0
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens:
@@ -132,6 +146,7 @@ class Transformer:
         self.attention_bias = None
         self.position_bias = None
         self.attention_scores = None
+        self.attention_caches = {}
         self.built = False
         self._check_options()
 
@@ -197,21 +212,26 @@ class Transformer:
     # ---- build ---------------------------------------------------------------------------
     def build(
         self,
+        attention_caches=None,
         layer_norm_cond=None,
         layer_norm_cond_hidden_size=None,
         layer_norm_cond_hidden_act=None,
         additional_input_layers=None,
         **kwargs,
     ):
+        """Build the Keras model. ``attention_caches={attention layer name: [k_cache,
+        v_cache]}`` concatenates those tensors in front of that attention's key / value inputs
+        (bert4keras' option; the caches' Input layers go in ``additional_input_layers``)."""
         if self.built:
             return self.model
+        self.attention_caches = _check_caches(attention_caches)
         inputs = self.get_inputs()
         self.inputs = list(inputs)
         if additional_input_layers is not None:
             if not isinstance(additional_input_layers, (list, tuple)):
                 additional_input_layers = [additional_input_layers]
             self.inputs.extend(additional_input_layers)
-        if layer_norm_cond is not None and self.norm != "layer":
+        if layer_norm_cond is not None and self.norm == "rms":
             warnings.warn(
                 "layer_norm_cond has no effect on %s: its norms have no scale or offset."
                 % type(self).__name__
@@ -220,16 +240,20 @@ class Transformer:
         self.layer_norm_cond = layer_norm_cond
         self.layer_norm_cond_hidden_size = layer_norm_cond_hidden_size
         self.layer_norm_cond_hidden_act = layer_norm_cond_hidden_act or "linear"
-        x = self.apply_embeddings(inputs)
-        for index in range(self.num_hidden_layers):
-            x = self.apply_main_layers(x, index)
-        outputs = self.apply_final_layers(x)
+        outputs = self.call(inputs)
         self.outputs = outputs if isinstance(outputs, list) else [outputs]
         self.input = self.inputs[0] if len(self.inputs) == 1 else self.inputs
         self.output = self.outputs[0] if len(self.outputs) == 1 else self.outputs
         self.model = keras.Model(self.input, self.output, name=self.name)
         self.built = True
         return self.model
+
+    def call(self, inputs):
+        """Embeddings → blocks → final layers on the given input tensors."""
+        x = self.apply_embeddings(inputs)
+        for index in range(self.num_hidden_layers):
+            x = self.apply_main_layers(x, index)
+        return self.apply_final_layers(x)
 
     def get_inputs(self):
         shape = (self.sequence_length,)
@@ -253,9 +277,11 @@ class Transformer:
                 x, LayerNormalization, zero_mean=False, scale=False, offset=False, name=name
             )
         z = self.layer_norm_cond
+        rms = dict(zero_mean=False, offset=False) if self.norm == "rms_scale" else {}
         return self.apply(
             x if z is None else [x, z],
             LayerNormalization,
+            **rms,
             epsilon=epsilon,
             conditional=z is not None,
             hidden_units=self.layer_norm_cond_hidden_size,
@@ -302,13 +328,21 @@ class Transformer:
                 custom_position_ids=self.custom_position_ids,
                 name="Embedding-Position",
             )
-        dropout = dict(layer=Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
-        if self.dropout_before_embedding_norm:
-            x = self.apply(x, **dropout)
-            x = self.apply_norm(x, "Embedding-Norm", self.embedding_epsilon)
-        else:
-            x = self.apply_norm(x, "Embedding-Norm", self.embedding_epsilon)
-            x = self.apply(x, **dropout)
+        return self.apply_embedding_tail(x)
+
+    def apply_embedding_tail(self, x):
+        """Embedding-Norm and Embedding-Dropout (each where the family has it), then the
+        Embedding-Mapping projection when embedding_size != hidden_size."""
+        def dropout(x):
+            if not self.embedding_dropout:
+                return x
+            name = self.block_prefix + "Embedding-Dropout"
+            return self.apply(x, Dropout, rate=self.dropout_rate, name=name)
+
+        def norm(x):
+            return self.apply_norm(x, "Embedding-Norm", self.embedding_epsilon) if self.embedding_norm else x
+
+        x = norm(dropout(x)) if self.dropout_before_embedding_norm else dropout(norm(x))
         if self.embedding_size != self.hidden_size:
             x = self.apply(
                 x,
@@ -316,26 +350,24 @@ class Transformer:
                 units=self.hidden_size,
                 use_bias=self.use_bias,
                 kernel_initializer=self.initializer,
-                name="Embedding-Mapping",
+                name=self.block_prefix + "Embedding-Mapping",
             )
         return x
 
     def apply_main_layers(self, x, index):
-        if self.block == "gau":
-            return blocks.gau_block(self, x, index)
-        return blocks.attention_block(self, x, index)
+        return blocks.BLOCKS[self.block](self, x, index)
 
     def block_name(self, index, kind):
         if self.shared_blocks:
-            return "Transformer-%s" % kind
-        return "Transformer-%d-%s" % (index, kind)
+            return "%sTransformer-%s" % (self.block_prefix, kind)
+        return "%sTransformer-%d-%s" % (self.block_prefix, index, kind)
 
     # ---- masks and position biases (computed once, shared by all blocks) ------------------
     def compute_attention_bias(self):
         if self.attention_bias is None and self.application != "encoder":
             if self.application == "lm":
                 self.attention_bias = self.apply(
-                    self.inputs[0], AttentionMask, kind="lm", name="Attention-LM-Mask"
+                    self.token_input, AttentionMask, kind="lm", name="Attention-LM-Mask"
                 )
             else:
                 self.attention_bias = self.apply(
@@ -343,9 +375,19 @@ class Transformer:
                 )
         return self.attention_bias
 
+    @property
+    def token_input(self):
+        """The token-id input the causal mask is computed from."""
+        return self.inputs[0]
+
     def compute_position_bias(self, x, width):
-        """NEZHA's relative table or the rotary sinusoid table; None for learned positions."""
-        from bert4keras_ng.layers import RelativePositionEmbedding, SinusoidalPositionEmbedding
+        """NEZHA's relative table, the rotary sinusoid table or T5's bucketed bias table (one
+        per stack); None for learned positions."""
+        from bert4keras_ng.layers import (
+            RelativePositionEmbedding,
+            RelativePositionEmbeddingT5,
+            SinusoidalPositionEmbedding,
+        )
 
         if self.position_bias is None and self.position == "relative":
             self.position_bias = self.apply(
@@ -367,11 +409,26 @@ class Transformer:
                 custom_position_ids=self.custom_position_ids,
                 name="Embedding-Rotary-Position",
             )
+        elif self.position_bias is None and self.position == "t5_relative":
+            self.position_bias = self.apply(
+                [x, x],
+                RelativePositionEmbeddingT5,
+                input_dim=32,
+                output_dim=self.num_attention_heads,
+                bidirectional=not self.causal_relative_position,
+                embeddings_initializer=self.initializer,
+                name=self.block_prefix + "Embedding-Relative-Position",
+            )
         return self.position_bias
 
     @property
     def position_bias_kind(self):
-        return {"learned": None, "relative": "typical_relative", "rotary": "rotary"}[self.position]
+        return {
+            "learned": None,
+            "relative": "typical_relative",
+            "rotary": "rotary",
+            "t5_relative": "t5_relative",
+        }[self.position]
 
     # ---- heads ---------------------------------------------------------------------------
     def apply_final_layers(self, x):
@@ -398,6 +455,8 @@ class Transformer:
                 outputs.append(y)
             if self.with_mlm:  # the generator's head (generator_predictions)
                 outputs.append(self.apply_mlm_head(x))
+        elif self.head in ("gpt", "gpt2"):
+            return self.apply_gpt_lm_head(x)
         elif self.head == "tied":
             if self.with_pool or self.with_nsp:
                 warnings.warn("%s has no pooler: with_pool / with_nsp are ignored." % type(self).__name__)
@@ -478,6 +537,20 @@ class Transformer:
             name="Output-MLM-Activation",
         )
 
+    def apply_gpt_lm_head(self, x):
+        """[Output-Norm → Output-Dropout (GPT2)] → tied embedding → LM-Activation."""
+        if self.head == "gpt2":
+            x = self.apply_norm(x, "Output-Norm", self.block_epsilon)
+            x = self.apply(x, Dropout, rate=self.dropout_rate, name="Output-Dropout")
+        x = self.apply(x, arguments={"mode": "dense"}, name="Embedding-Token")
+        return self.apply(
+            x,
+            keras.layers.Activation,
+            activation=_activation(self.final_activation),
+            dtype="float32",
+            name="LM-Activation",
+        )
+
     # ---- checkpoints ---------------------------------------------------------------------
     def variable_mapping(self):
         """bert4keras-style mapping {Keras layer name: [checkpoint names]} of the built model."""
@@ -542,10 +615,12 @@ class Transformer:
                 missing.append((layer_name, name))
                 continue
             want = tuple(weight.shape)
-            if vocabulary and select:  # the transform defines the shape: apply it now
+            if vocabulary is not None and select:  # the transform defines the shape: apply it now
                 array = reader.read(name)
                 array = array.T if transposed else array
-                array = checkpoints.select_vocabulary(array, self.keep_tokens, self.compound_tokens)
+                array = checkpoints.select_vocabulary(
+                    array, self.keep_tokens, self.compound_tokens, axis=vocabulary
+                )
                 got = tuple(array.shape)
                 value = _ArrayThunk(array, weight.dtype)
             else:
@@ -738,10 +813,32 @@ def _can_defer_initialization():
     return not in_stateless_scope()
 
 
+_INDEX = re.compile(r"\{i(?::(\w+))?\}")
+
+
+def _check_caches(caches):
+    """attention_caches as {layer name: (k_cache, v_cache)}, with a clear error otherwise."""
+    if not caches:
+        return {}
+    if not isinstance(caches, dict):
+        raise ValueError(
+            "attention_caches must be a dict {attention layer name: [k_cache, v_cache]}, got %r."
+            % (type(caches).__name__,)
+        )
+    for name, pair in caches.items():
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(
+                "attention_caches[%r] must be a pair [k_cache, v_cache] of (batch, length, width) "
+                "tensors, got %r." % (name, pair)
+            )
+    return {name: tuple(pair) for name, pair in caches.items()}
+
+
 def _fill(template, index, scope):
+    """Substitute {scope} and the block index ({i}, or zero-padded {i:02d} / {i:03d})."""
     text = template.replace("{scope}", scope)
     if index is not None:
-        text = text.replace("{i}", str(index))
+        text = _INDEX.sub(lambda m: format(index, m.group(1) or ""), text)
     return text
 
 
@@ -771,12 +868,15 @@ def _model_label(builder):
 
 def guess_models(reader):
     """Registered model names whose checkpoint signature matches ``reader``."""
-    from bert4keras_ng.models import MODELS
+    from bert4keras_ng.models import MODELS, t5_version
 
-    found = []
+    found, seen = [], []
     for model_name, cls in MODELS.items():
-        present, absent = cls.signature
+        version = t5_version(model_name)
+        signature = cls.signatures[version] if version else cls.signature
+        present, absent = signature
         if all(n in reader for n in present) and not any(n in reader for n in absent):
-            if cls not in [MODELS[f] for f in found]:
+            if (cls, signature) not in seen and signature not in [s for _, s in seen if version]:
+                seen.append((cls, signature))
                 found.append(model_name)
     return found
