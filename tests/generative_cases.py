@@ -32,9 +32,14 @@ def build_case(name, **overrides):
     if "condition" in record["inputs"]:
         condition = keras.Input(shape=(8,), name="Input-Condition")
         kwargs.update(layer_norm_cond=condition, additional_input_layers=condition)
+    if "cache" in record["inputs"]:  # bert4keras' attention_caches on every cross-attention
+        cache = keras.Input(shape=(None, 32), name="Input-Cache")
+        layers = ["Decoder-Transformer-%d-MultiHeadCrossAttention" % i for i in range(2)]
+        kwargs.update(attention_caches={n: [cache, cache] for n in layers}, additional_input_layers=cache)
     config, checkpoint = paths(record["checkpoint"])
     builder = build_transformer_model(
-        config, checkpoint, model=record["model"], return_keras_model=False, **kwargs
+        config, checkpoint, model=record["model"], application=record["application"],
+        return_keras_model=False, **kwargs
     )
     for key in data.files:  # weights no checkpoint holds (conditional LayerNorm projections)
         if key.startswith("extra/"):

@@ -105,7 +105,7 @@ def test_t5_encoder_and_decoder_of_the_full_builder(version):
                      dec_expected[0], valid_positions(dec_feed))
     assert err <= ATOL
     # the full model is the decoder run on the encoder's output
-    context = builder.encoder(feed["encoder_token_ids"])
+    context = keras.ops.convert_to_numpy(builder.encoder(feed["encoder_token_ids"]))
     composed = builder.decoder([context, feed["decoder_token_ids"]])
     whole = builder.model([feed["encoder_token_ids"], feed["decoder_token_ids"]])
     valid = valid_positions(feed)
@@ -138,3 +138,84 @@ def test_matches_hugging_face(kind):
         feed = {"decoder_token_ids": dec}
     err = real_error(logits, data["output/logits"], valid_positions(feed))
     assert err <= ATOL, "%s logits (magnitude ~10): max abs err %.3g vs HF" % (kind, err)
+
+
+# ---- options and the errors users see --------------------------------------------------------
+
+TINY = dict(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=24, hidden_act="gelu")
+
+
+@pytest.mark.parametrize("option", ["with_mlm", "with_pool", "with_nsp"])
+def test_gpt_family_has_only_the_lm_head(option):
+    with pytest.raises(ValueError, match="final_activation"):
+        build_transformer_model(model="gpt2", **{option: True}, **TINY)
+
+
+@pytest.mark.parametrize("model", ["t5", "t5.1.1_encoder", "mt5.1.1_decoder"])
+def test_t5_rejects_lm_and_unilm_applications(model):
+    with pytest.raises(ValueError, match="T5 models cannot be used with application='lm'"):
+        build_transformer_model(model=model, application="lm", **TINY)
+
+
+def test_token_only_gpts_reject_unilm_and_version_is_checked():
+    with pytest.raises(ValueError, match="segment_vocab_size > 0"):
+        build_transformer_model(model="gpt2_ml", application="unilm", **TINY)
+    with pytest.raises(ValueError, match="T5 version must be one of t5.1.0, t5.1.1, mt5.1.1"):
+        build_transformer_model(model="t5", version="t5.2", **TINY)
+
+
+def test_gpt_is_causal_and_version_follows_the_string():
+    builder = build_transformer_model(model="gpt", return_keras_model=False, **TINY)
+    assert builder.model.get_layer("Attention-LM-Mask") is not None
+    assert [i.name for i in builder.model.inputs] == ["Input-Token", "Input-Segment"]
+    gpt2 = build_transformer_model(model="gpt2", type_vocab_size=2, **TINY)
+    assert [i.name for i in gpt2.inputs] == ["Input-Token"]
+    for name, version in (("t5", "t5.1.0"), ("t5_encoder", "t5.1.0"), ("t5.1.1_decoder", "t5.1.1"),
+                          ("mt5.1.1", "mt5.1.1")):
+        builder = build_transformer_model(model=name, return_keras_model=False, **TINY)
+        assert builder.version == version
+    # 't5' lets an explicit version stand, as in bert4keras
+    assert build_transformer_model(model="t5", version="t5.1.1", return_keras_model=False, **TINY).version == "t5.1.1"
+
+
+REFERENCE_PYTHON = os.environ.get("BERT4KERAS_REFERENCE_PYTHON", "/work/refvenv/bin/python")
+_REFERENCE_SCRIPT = """
+import os, sys
+os.environ.update(TF_KERAS="1", TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+import numpy as np
+from bert4keras.models import build_transformer_model
+config, prefix, model, data, out = sys.argv[1:6]
+z = np.load(data)
+m = build_transformer_model(config, prefix, model=model)
+res = m.predict([z[k] for k in sorted(z.files)], verbose=0)
+np.save(out, res)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(REFERENCE_PYTHON), reason="bert4keras reference venv not available")
+@pytest.mark.parametrize("family", ["gpt2", "gpt2_ml", "mt5.1.1", "t5.1.0"])
+def test_bert4keras_loads_what_we_write(tmp_path, family):
+    """A fine-tuned model exported by save_weights_as_checkpoint loads in bert4keras 0.11.5 and
+    gives the same outputs there."""
+    import subprocess
+
+    config, checkpoint = paths(family)
+    builder = build_transformer_model(config, checkpoint, model=FULL[family], return_keras_model=False)
+    rng = np.random.default_rng(5)
+    for w in builder.model.trainable_weights:
+        w.assign(keras.ops.convert_to_numpy(w) + 0.05 * rng.standard_normal(w.shape).astype("float32"))
+    prefix = str(tmp_path / "ft" / "model.ckpt")
+    builder.save_weights_as_checkpoint(prefix)
+    ids = np.array([[5, 9, 3, 7, 2, 0, 0], [4, 8, 1, 6, 3, 2, 9]], "int32")
+    inputs = [ids] if family.startswith("gpt") else [ids, np.array([[0, 3, 5], [0, 7, 0]], "int32")]
+    np.savez(tmp_path / "inputs.npz", **{"x%d" % i: x for i, x in enumerate(inputs)})
+    ours = keras.ops.convert_to_numpy(builder.model(inputs if len(inputs) > 1 else inputs[0]))
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    subprocess.run([REFERENCE_PYTHON, "-c", _REFERENCE_SCRIPT, config, prefix, FULL[family],
+                    str(tmp_path / "inputs.npz"), str(tmp_path / "theirs.npy")],
+                   check=True, capture_output=True, env=env, timeout=600)
+    theirs = np.load(tmp_path / "theirs.npy")
+    valid = valid_positions({"token_ids" if family.startswith("gpt") else "decoder_token_ids": inputs[-1]})
+    assert real_error(ours, theirs, valid) <= ATOL

@@ -146,9 +146,11 @@ def build_transformer_model(
         ``pytorch_model.bin``); for a folder, leave ``config_path`` out: the config and the
         family come from the folder, and an explicit ``model=`` must agree with it.
     model: 'bert' (the default), 'roberta', 'albert', 'albert_unshared', 'nezha', 'electra',
-        'roformer', 'roformer_v2', 'gau_alpha' (case-insensitive) or a ``Transformer`` subclass.
+        'roformer', 'roformer_v2', 'gau_alpha', 'gpt', 'gpt2', 'gpt2_ml', 't5' (= 't5.1.0'),
+        't5.1.1', 'mt5.1.1' and each T5 string with '_encoder' / '_decoder' (case-insensitive)
+        or a ``Transformer`` subclass.
     application: 'encoder', 'lm' (causal mask) or 'unilm' (seq2seq mask from segment ids);
-        'lm' and 'unilm' switch the MLM head on.
+        'lm' and 'unilm' switch the MLM head on. GPTs are always causal; T5 takes neither.
     Options: with_pool, with_nsp, with_mlm (True or an activation name), with_discriminator
         (ELECTRA), keep_tokens, compound_tokens, hierarchical_position, custom_position_ids,
         segment_vocab_size, shared_segment_embeddings, residual_attention_scores,
@@ -156,7 +158,9 @@ def build_transformer_model(
         layer_norm_cond_hidden_act), additional_input_layers, sequence_length, prefix, name,
         embedding_size, attention_head_size, attention_key_size, attention_normalization
         ('softmax', 'softmax_plus', 'squared_relu'; the default is the family's),
-        softmax_plus_clamp (16).
+        softmax_plus_clamp (16); GPT family: final_activation ('softmax'); T5: version (set
+        from the string), with_lm, cross_position_bias; build option attention_caches
+        ({attention layer name: [k_cache, v_cache]}).
     Returns the Keras model, or with ``return_keras_model=False`` the builder (``.model``,
     ``.layers``, ``.load_weights_from_checkpoint``, ``.save_weights_as_checkpoint``, ...).
     """
