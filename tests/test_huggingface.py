@@ -380,3 +380,14 @@ def test_clue_runner_takes_a_folder_as_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="contradicts"):
         runner.run(runner.RunConfig(task="afqmc", checkpoint=folder, model="roformer", epochs=1,
                                     verbose=0, output=str(tmp_path / "2")))
+
+
+def test_tiled_transpose_equals_numpy():
+    from bert4keras_ng.checkpoints import transpose
+
+    rng = np.random.default_rng(0)
+    for shape in [(300, 517), (64, 2048), (5, 7), (4,)]:
+        a = rng.standard_normal(shape).astype(np.float32)
+        out = transpose(a)
+        assert out.flags["C_CONTIGUOUS"]
+        np.testing.assert_array_equal(out, a.T)

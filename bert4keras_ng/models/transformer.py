@@ -771,7 +771,8 @@ class _ReadThunk:
     def __call__(self):
         self.used = True
         array = self.reader.read(self.name)
-        array = array.T if self.transposed else array
+        if self.transposed:
+            array = checkpoints.transpose(array)
         return np.ascontiguousarray(array, dtype=keras.backend.standardize_dtype(self.dtype))
 
 
