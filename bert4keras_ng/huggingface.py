@@ -30,6 +30,8 @@ SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
 TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
+# the base model's attribute name in head models, when it is not the model_type
+BASE_PREFIX = {"gpt2": "transformer."}
 
 
 def is_hf_folder(path):
@@ -181,7 +183,7 @@ class HFReader:
         self.kind, files = _weight_files(self.folder)
         opener = _SafetensorsFile if self.kind == "safetensors" else _TorchFile
         self._owner = {}  # name -> (file object, name in the file)
-        base = self.model_type + "."
+        base = BASE_PREFIX.get(self.model_type, self.model_type + ".")
         for path in files:
             handle = opener(path)
             for stored in handle.shapes:
@@ -198,16 +200,37 @@ class HFReader:
         return sorted(self._owner)
 
     def __contains__(self, name):
-        return name in self._owner
+        return split_view(name)[0] in self._owner
 
     def __len__(self):
         return len(self._owner)
 
     def shape(self, name):
-        handle, stored = self._owner[name]
-        return handle.shapes[stored]
+        base, view = split_view(name)
+        handle, stored = self._owner[base]
+        shape = handle.shapes[stored]
+        if view and view[0] == "split":
+            axis, _, count = view[1]
+            shape = list(shape)
+            shape[axis] //= count
+            shape = tuple(shape)
+        return shape
 
     def read(self, name):
+        base, view = split_view(name)
+        array = self._read(base)
+        if not view:
+            return array
+        if view[0] == "split":
+            axis, index, count = view[1]
+            return np.split(array, count, axis=axis)[index]
+        return array * self.view_factor(view[1])
+
+    def view_factor(self, spec):
+        """The factor of a ``scale=sqrt:<config key>`` view: sqrt of that config value."""
+        return np.float32(np.sqrt(self.config[spec]))
+
+    def _read(self, name):
         if name not in self._owner:
             from bert4keras_ng.checkpoints import closest_names
 
@@ -221,6 +244,22 @@ class HFReader:
 
     def describe(self):
         return "Hugging Face folder %r (model_type %r)" % (self.folder, self.model_type)
+
+
+def split_view(name):
+    """``'w|split=1:0:3'`` -> ('w', ('split', (1, 0, 3))): the first of three equal parts along
+    axis 1 (a fused q/k/v weight); ``'w|scale=sqrt:d_model'`` -> ('w', ('scale', 'd_model')): the
+    tensor times sqrt(config['d_model']); a plain name -> (name, None). These views let a
+    table address part of a stored tensor; the exporter inverts them."""
+    base, _, view = name.partition("|")
+    if not view:
+        return name, None
+    kind, _, arg = view.partition("=")
+    if kind == "split":
+        return base, ("split", tuple(int(v) for v in arg.split(":")))
+    if kind == "scale" and arg.startswith("sqrt:"):
+        return base, ("scale", arg[len("sqrt:"):])
+    raise ValueError("Unknown view %r in checkpoint table name %r." % (view, name))
 
 
 def find_vocabulary(folder):

@@ -129,6 +129,42 @@ def test_keep_tokens_apply_to_hf_folders():
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["gpt2", "t5", "t5.1.1", "mt5"])
+def test_generative_folders_match_transformers(case):
+    """GPT2LMHeadModel logits; T5 / T5.1.1 / mT5 encoder states and decoder logits (causal, so
+    padded decoder positions are left out with the encoder's)."""
+    data = np.load(os.path.join(FOLDERS, case + ".npz"))
+    ids = data["input/token_ids"]
+    real = ids > 0
+    if case == "gpt2":
+        model = build_transformer_model(checkpoint_path=os.path.join(FOLDERS, case), final_activation="linear")
+        assert compare("lm", model(ids), data["output/lm"], ids) <= TOL
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every key of transformers' T5 configs is understood
+        builder = build_transformer_model(
+            checkpoint_path=os.path.join(FOLDERS, case), with_lm="linear", return_keras_model=False
+        )
+    assert builder.model_name == {"t5": "t5.1.0", "t5.1.1": "t5.1.1", "mt5": "mt5.1.1"}[case]
+    assert compare("encoder", builder.encoder(ids), data["output/encoder"], ids) <= TOL
+    logits = keras.ops.convert_to_numpy(builder.model([ids, data["output/decoder_ids"]]))
+    err = np.abs(logits[real] - data["output/lm"][real]).max() / max(1.0, np.abs(data["output/lm"]).max())
+    assert err <= TOL, "decoder logits: %.3g" % err
+    encoder = build_transformer_model(checkpoint_path=os.path.join(FOLDERS, case),
+                                      model=builder.model_name + "_encoder")  # the other stack is allowed
+    assert compare("encoder", encoder(ids), data["output/encoder"], ids) <= TOL
+
+
+def test_fused_and_scaled_views():
+    reader = HFReader(os.path.join(FOLDERS, "gpt2"))
+    fused = reader.read("h.0.attn.c_attn.weight")
+    parts = [reader.read("h.0.attn.c_attn.weight|split=1:%d:3" % n) for n in range(3)]
+    assert reader.shape("h.0.attn.c_attn.weight|split=1:2:3") == (16, 16)
+    np.testing.assert_array_equal(np.concatenate(parts, 1), fused)
+    t5 = HFReader(os.path.join(FOLDERS, "mt5"))
+    np.testing.assert_allclose(t5.read("lm_head.weight|scale=sqrt:d_model"), t5.read("lm_head.weight") * 4.0)
+
+
 # ---- boundary errors -----------------------------------------------------------------------
 
 

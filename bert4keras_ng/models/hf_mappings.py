@@ -113,6 +113,74 @@ ELECTRA = dict(
     },
 )
 
+# GPT2LMHeadModel (CPM-LM, uer/gpt2-chinese-*): Conv1D weights are stored (in, out) like Keras
+# kernels (no [T]); the fused c_attn is addressed as three views ``|split=axis:index:3``.
+def _gpt2_attention(path):
+    table = {}
+    for n, ours in enumerate(("q_dense", "k_dense", "v_dense")):
+        table[ours + "/kernel"] = path + "c_attn.weight|split=1:%d:3" % n
+        table[ours + "/bias"] = path + "c_attn.bias|split=0:%d:3" % n
+    table["o_dense/kernel"] = path + "c_proj.weight"
+    table["o_dense/bias"] = path + "c_proj.bias"
+    return table
+
+
+GPT2 = {
+    "Embedding-Token": {"embeddings": "wte.weight [k]"},
+    "Embedding-Position": {"embeddings": "wpe.weight"},
+    "Transformer-{i}-MultiHeadSelfAttention": _gpt2_attention("h.{i}.attn."),
+    "Transformer-{i}-MultiHeadSelfAttention-Norm": layer_norm("h.{i}.ln_1"),
+    "Transformer-{i}-FeedForward": {
+        "i0_dense/kernel": "h.{i}.mlp.c_fc.weight",
+        "i0_dense/bias": "h.{i}.mlp.c_fc.bias",
+        "o_dense/kernel": "h.{i}.mlp.c_proj.weight",
+        "o_dense/bias": "h.{i}.mlp.c_proj.bias",
+    },
+    "Transformer-{i}-FeedForward-Norm": layer_norm("h.{i}.ln_2"),
+    "Output-Norm": layer_norm("ln_f"),
+}
+
+
+# T5ForConditionalGeneration / MT5ForConditionalGeneration (no bias anywhere, RMSNorm scale as
+# ``.weight``; relative position tables stored (buckets, heads) as we hold them). An untied LM
+# head (T5.1.1 / mT5) is applied by transformers to the unscaled decoder output, by us after
+# Decoder-Output-Scale (x H^-0.5): its kernel is read times sqrt(d_model).
+def _t5_attention(path):
+    return {ours + "/kernel": path + theirs + ".weight [T]" for ours, theirs in
+            (("q_dense", "q"), ("k_dense", "k"), ("v_dense", "v"), ("o_dense", "o"))}
+
+
+def _t5_feed_forward(path, gated):
+    inner = ("wi_0", "wi_1") if gated else ("wi",)
+    table = {"i%d_dense/kernel" % n: path + name + ".weight [T]" for n, name in enumerate(inner)}
+    table["o_dense/kernel"] = path + "wo.weight [T]"
+    return table
+
+
+def t5(version):
+    gated = version != "t5.1.0"
+    bias = "block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    table = {
+        "Embedding-Token": {"embeddings": "shared.weight [k]"},
+        "Encoder-Embedding-Relative-Position": {"embeddings": "encoder." + bias},
+        "Encoder-Output-Norm": {"gamma": "encoder.final_layer_norm.weight"},
+        "Decoder-Embedding-Relative-Position": {"embeddings": "decoder." + bias},
+        "Decoder-Output-Norm": {"gamma": "decoder.final_layer_norm.weight"},
+    }
+    for stack, parts in (("Encoder", ("SelfAttention",)), ("Decoder", ("SelfAttention", "EncDecAttention"))):
+        path = stack.lower() + ".block.{i}.layer."
+        for n, part in enumerate(parts):
+            kind = "MultiHeadSelfAttention" if part == "SelfAttention" else "MultiHeadCrossAttention"
+            table["%s-Transformer-{i}-%s" % (stack, kind)] = _t5_attention(path + "%d.%s." % (n, part))
+            table["%s-Transformer-{i}-%s-Norm" % (stack, kind)] = {"gamma": path + "%d.layer_norm.weight" % n}
+        n = len(parts)
+        table["%s-Transformer-{i}-FeedForward" % stack] = _t5_feed_forward(path + "%d.DenseReluDense." % n, gated)
+        table["%s-Transformer-{i}-FeedForward-Norm" % stack] = {"gamma": path + "%d.layer_norm.weight" % n}
+    if gated:
+        table["Decoder-Output-LM"] = {"kernel": "lm_head.weight|scale=sqrt:d_model [T] [k-last]"}
+    return table
+
+
 # Parameters that are not weights of ours (fnmatch patterns on the unprefixed names).
 IGNORED = (
     "cls.predictions.decoder.weight",  # tied to the token embedding
@@ -123,6 +191,11 @@ IGNORED = (
     "encoder.embed_positions.weight",  # RoFormer's fixed sinusoid table
     "embeddings.position_ids",
     "encoder.layer.*.attention.self.relative_positions_encoding.positions_encoding",  # NEZHA
+    "lm_head.weight",  # GPT2 / T5.1.0: tied to the token embedding
+    "h.*.attn.bias",  # GPT2's causal-mask buffers
+    "h.*.attn.masked_bias",
+    "encoder.embed_tokens.weight",  # T5: copies of shared.weight
+    "decoder.embed_tokens.weight",
 )
 
 # Pretraining heads a folder may carry for a model built without them (name prefixes).

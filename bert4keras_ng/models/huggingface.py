@@ -24,6 +24,12 @@ FAMILIES = {
     "nezha": ("nezha", ("nezha",)),
     "electra": ("electra", ("electra",)),
     "roformer": ("roformer", ("roformer",)),
+    "gpt2": ("gpt2", ("gpt2",)),
+    "mt5": ("mt5.1.1", ("mt5.1.1", "mt5.1.1_encoder", "mt5.1.1_decoder")),
+}
+_T5_NAMES = {
+    "t5.1.0": ("t5.1.0", "t5", "t5.1.0_encoder", "t5.1.0_decoder", "t5_encoder", "t5_decoder"),
+    "t5.1.1": ("t5.1.1", "t5.1.1_encoder", "t5.1.1_decoder"),
 }
 _UNSUPPORTED_TYPES = {
     "roberta": "RobertaModel offsets positions by padding_idx + 1; Chinese RoBERTa-wwm-ext / "
@@ -89,6 +95,9 @@ def family_of(config, folder):
             "Hugging Face folder %r: model_type %r is not supported (%s)."
             % (folder, model_type, _UNSUPPORTED_TYPES[model_type])
         )
+    if model_type == "t5":  # T5 (relu FFN, tied) or T5.1.1 (gated GELU, untied)
+        version = "t5.1.0" if config.get("feed_forward_proj", "relu") == "relu" else "t5.1.1"
+        return model_type, version, _T5_NAMES[version]
     if model_type not in FAMILIES:
         raise ValueError(
             "Hugging Face folder %r: model_type %r has no counterpart here; supported model "
@@ -110,9 +119,99 @@ def check_model_name(model_name, config, folder):
         )
 
 
+_RENAMED_GPT2 = {
+    "vocab_size": "vocab_size", "n_embd": "hidden_size", "n_layer": "num_hidden_layers",
+    "n_head": "num_attention_heads", "n_inner": "intermediate_size", "n_positions": "max_position",
+    "resid_pdrop": "dropout_rate", "attn_pdrop": "attention_dropout_rate",
+}
+_RENAMED_T5 = {
+    "vocab_size": "vocab_size", "d_model": "hidden_size", "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads", "d_ff": "intermediate_size", "d_kv": "attention_head_size",
+    "dropout_rate": "dropout_rate",
+}
+_REQUIRED_GPT2 = {"scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,),
+                  "add_cross_attention": (False,)}
+_REQUIRED_T5 = {"relative_attention_num_buckets": (32,), "relative_attention_max_distance": (128,),
+                "feed_forward_proj": ("relu", "gated-gelu"), "is_decoder": (False,)}
+_NEUTRAL_GENERATIVE = {
+    "n_ctx", "embd_pdrop", "reorder_and_upcast_attn", "activation_function", "layer_norm_epsilon",
+    "num_decoder_layers", "dense_act_fn", "is_gated_act", "tie_word_embeddings",
+    "scale_decoder_outputs", "use_cache", "summary_first_dropout", "summary_proj_to_labels",
+    "initializer_factor",
+    "gradient_checkpointing",
+}
+
+
+def _check_required(config, required, where):
+    for key, allowed in required.items():
+        if key in config and config[key] is not None and config[key] not in allowed:
+            raise ValueError(
+                "%s: %s=%r cannot be honoured by this package (supported: %s)."
+                % (where, key, config[key], ", ".join(repr(a) for a in allowed))
+            )
+
+
+def _warn_unknown(config, known, where):
+    unknown = sorted(set(config) - set(known) - _NEUTRAL)
+    if unknown:
+        warnings.warn(
+            "%s: config key(s) %s are not understood and were not applied; check that they "
+            "do not change the network." % (where, ", ".join(unknown)),
+            stacklevel=4,
+        )
+
+
+def _activation_in(act, where):
+    if not isinstance(act, str) or act not in _ACT_IN:
+        raise ValueError(
+            "%s: hidden_act=%r is not supported; supported: %s." % (where, act, ", ".join(sorted(_ACT_IN)))
+        )
+    return _ACT_IN[act]
+
+
+def _generative_config(config, where):
+    """GPT2 / T5 / mT5 configs: (keyword arguments, builder attributes)."""
+    if config["model_type"] == "gpt2":
+        renamed, required = _RENAMED_GPT2, _REQUIRED_GPT2
+    else:
+        renamed, required = _RENAMED_T5, _REQUIRED_T5
+    _check_required(config, required, where)
+    kwargs = {ours: config[theirs] for theirs, ours in renamed.items() if config.get(theirs) is not None}
+    eps = config.get("layer_norm_epsilon")
+    attributes = {} if eps is None else {"block_epsilon": eps, "embedding_epsilon": eps}
+    if config["model_type"] == "gpt2":
+        kwargs["hidden_act"] = _activation_in(config.get("activation_function", "gelu_new"), where)
+        kwargs.setdefault("intermediate_size", 4 * kwargs["hidden_size"])
+        kwargs["segment_vocab_size"] = 0
+    else:
+        layers = config.get("num_decoder_layers")
+        if layers is not None and layers != config.get("num_layers"):
+            raise ValueError("%s: num_decoder_layers=%r != num_layers=%r cannot be honoured (one "
+                             "depth for both stacks)." % (where, layers, config.get("num_layers")))
+        gated = config.get("feed_forward_proj", "relu") != "relu"
+        # transformers scales the decoder output by d_model^-0.5 before a tied LM head only
+        # (config.scale_decoder_outputs in transformers 5); we always scale (as bert4keras),
+        # so T5 must scale and an untied T5.1.1 / mT5 head is read times sqrt(d_model)
+        scales = config.get("scale_decoder_outputs", config.get("tie_word_embeddings", True) is not False)
+        if scales == gated:
+            raise ValueError("%s: feed_forward_proj=%r with a%s scaled decoder output cannot be "
+                             "honoured (T5: relu, tied, scaled; T5.1.1 / mT5: gated-gelu, untied, "
+                             "unscaled)." % (where, config.get("feed_forward_proj"), "" if scales else "n un"))
+        # transformers' gated-gelu is the tanh GELU (gelu_new) unless dense_act_fn says otherwise
+        act = _activation_in(config.get("dense_act_fn") or ("gelu_new" if gated else "relu"), where)
+        kwargs["hidden_act"] = [act, "linear"] if gated else act
+        kwargs["attention_dropout_rate"] = kwargs.get("dropout_rate")
+        kwargs["cross_position_bias"] = False  # transformers' cross-attention has no position bias
+        kwargs["segment_vocab_size"] = 0
+    _warn_unknown(config, set(renamed) | set(required) | _NEUTRAL_GENERATIVE, where)
+    return kwargs, attributes
+
+
 def from_hf_config(config, folder):
     """(keyword arguments, builder attributes) for a Hugging Face ``config.json`` dict."""
     where = "%r" % os.path.join(os.fspath(folder), "config.json")
+    if config["model_type"] in ("gpt2", "t5", "mt5"):
+        return _generative_config(config, where)
     kwargs = {ours: config[theirs] for theirs, ours in _RENAMED.items() if config.get(theirs) is not None}
     act = config.get("hidden_act", "gelu")
     if not isinstance(act, str) or act not in _ACT_IN:
@@ -149,13 +248,14 @@ def check_all_used(builder, reader, entries):
     Returns a list of problem lines (empty when everything is accounted for): the remaining
     weights of layers the model lacks (e.g. more blocks than ``num_hidden_layers``).
     """
-    used = {name for _, _, name, _, _ in entries}
+    used = {hf_io.split_view(name)[0] for _, _, name, _, _ in entries}
+    unused_stacks = getattr(builder, "hf_unused_prefixes", ())
     left = []
     for name in reader.names():
         if name in used or any(fnmatch.fnmatchcase(name, p) for p in hf_mappings.IGNORED):
             continue
-        if name.startswith(hf_mappings.HEADS):
-            continue  # a pretraining head the user did not ask for
+        if name.startswith(hf_mappings.HEADS) or (unused_stacks and name.startswith(unused_stacks)):
+            continue  # a pretraining head the user did not ask for, the other T5 stack
         left.append(name)
     return left
 

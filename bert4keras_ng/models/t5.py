@@ -12,7 +12,7 @@ also biases the cross-attention unless ``cross_position_bias=False``), token-onl
 import keras
 
 from bert4keras_ng.layers.dropout import Dropout
-from bert4keras_ng.models import blocks, mappings
+from bert4keras_ng.models import blocks, hf_mappings, mappings
 from bert4keras_ng.models.auxiliary import AttentionMask
 from bert4keras_ng.models.transformer import Transformer, _activation
 
@@ -52,6 +52,14 @@ class T5_Base(Transformer):
         self.signature = self.signatures[version]
         super().__init__(**kwargs)
 
+    @property
+    def hf_table(self):  # Hugging Face T5ForConditionalGeneration names
+        return hf_mappings.t5(self.version)
+
+    @property
+    def hf_model_type(self):
+        return "mt5" if self.version == "mt5.1.1" else "t5"
+
     def token_inputs(self, name):
         return self.apply(layer=keras.layers.Input, shape=(self.sequence_length,), dtype="int32", name=name)
 
@@ -64,6 +72,7 @@ class T5_Encoder(T5_Base):
     """T5 encoder: Encoder-Input-Token → hidden states (b, n, H)."""
 
     block_prefix = "Encoder-"
+    hf_unused_prefixes = ("decoder.", "lm_head.")  # a full model's folder: the other stack
 
     def get_inputs(self):
         return [self.token_inputs("Encoder-Input-Token")]
@@ -76,6 +85,7 @@ class T5_Decoder(T5_Base):
     """T5 decoder: [Input-Context (b, n_enc, H), Decoder-Input-Token] → token probabilities."""
 
     block_prefix = "Decoder-"
+    hf_unused_prefixes = ("encoder.",)
     causal_relative_position = True
 
     def __init__(self, with_lm=True, cross_position_bias=True, **kwargs):
