@@ -155,6 +155,34 @@ def test_generative_folders_match_transformers(case):
     assert compare("encoder", encoder(ids), data["output/encoder"], ids) <= TOL
 
 
+@pytest.mark.parametrize("case", ["gpt2", "t5", "t5.1.1", "mt5"])
+def test_generative_export_reproduces_save_pretrained(tmp_path, case):
+    """GPT2's fused c_attn is put back together and the T5.1.1 / mT5 head's sqrt(d_model)
+    factor undone: the same tensors as save_pretrained wrote; the export loads back identically."""
+    from safetensors.numpy import load_file
+
+    source = os.path.join(FOLDERS, case)
+    options = dict(final_activation="linear") if case == "gpt2" else dict(with_lm="linear")
+    builder = build_transformer_model(checkpoint_path=source, return_keras_model=False, **options)
+    out = builder.save_weights_as_huggingface(tmp_path / "out")
+    theirs, ours = load_file(os.path.join(source, "model.safetensors")), load_file(os.path.join(out, "model.safetensors"))
+    tied = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+    assert sorted(ours) == sorted(set(theirs) - tied)
+    for name in ours:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, atol=0, err_msg=name)
+    config = json.load(open(os.path.join(out, "config.json")))
+    reference = json.load(open(os.path.join(source, "config.json")))
+    keys = (["n_embd", "n_layer", "n_head", "n_inner", "n_positions", "activation_function"] if case == "gpt2"
+            else ["d_model", "d_kv", "d_ff", "num_layers", "num_heads", "model_type"])
+    for key in keys + ["vocab_size", "architectures"]:
+        assert config[key] == reference[key], key
+    again = build_transformer_model(checkpoint_path=out, return_keras_model=False, **options)
+    data = np.load(os.path.join(FOLDERS, case + ".npz"))
+    feed = data["input/token_ids"] if case == "gpt2" else [data["input/token_ids"], data["output/decoder_ids"]]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again.model(feed)),
+                               keras.ops.convert_to_numpy(builder.model(feed)), rtol=1e-6, atol=1e-6)
+
+
 def test_fused_and_scaled_views():
     reader = HFReader(os.path.join(FOLDERS, "gpt2"))
     fused = reader.read("h.0.attn.c_attn.weight")
@@ -298,41 +326,55 @@ def test_export_reproduces_save_pretrained(tmp_path, case, variant):
 
 _FROM_PRETRAINED = """
 import sys, numpy as np, torch, transformers
-folder, feed, out = sys.argv[1:]
+folder, feed, out, kind = sys.argv[1:]
 data = np.load(feed)
-model = getattr(transformers, sys.argv[4] if len(sys.argv) > 4 else "AutoModel").from_pretrained(folder).eval()
 ids = torch.tensor(data["input/token_ids"]).long()
 with torch.no_grad():
-    hf = model(input_ids=ids, token_type_ids=torch.tensor(data["input/segment_ids"]).long(),
-               attention_mask=(ids > 0).long(), output_hidden_states=True)
-np.savez(out, sequence=hf.hidden_states[-1].numpy(),
-         **({"pooled": hf.pooler_output.numpy()} if getattr(hf, "pooler_output", None) is not None else {}))
+    if kind == "causal":
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+        np.savez(out, lm=model(input_ids=ids, attention_mask=(ids > 0).long()).logits.numpy())
+    elif kind == "seq2seq":
+        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+        hf = model(input_ids=ids, attention_mask=(ids > 0).long(),
+                   decoder_input_ids=torch.tensor(data["output/decoder_ids"]).long())
+        np.savez(out, lm=hf.logits.numpy(), encoder=hf.encoder_last_hidden_state.numpy())
+    else:
+        model = transformers.AutoModel.from_pretrained(folder).eval()
+        hf = model(input_ids=ids, token_type_ids=torch.tensor(data["input/segment_ids"]).long(),
+                   attention_mask=(ids > 0).long(), output_hidden_states=True)
+        extra = {"pooled": hf.pooler_output.numpy()} if getattr(hf, "pooler_output", None) is not None else {}
+        np.savez(out, sequence=hf.hidden_states[-1].numpy(), **extra)
 """
 
 
 @pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers + torch not installed")
-@pytest.mark.parametrize("case", ["bert", "albert", "electra", "roformer"])
+@pytest.mark.parametrize("case", ["bert", "albert", "electra", "roformer", "gpt2", "t5", "t5.1.1", "mt5"])
 def test_export_loads_in_transformers(tmp_path, case):  # pragma: no cover - reference env only
-    """Export -> transformers.AutoModel.from_pretrained -> the same outputs (in a subprocess:
-    TensorFlow and torch in one process can crash)."""
+    """Export -> transformers from_pretrained -> the same outputs as the original folder's (in a
+    subprocess: TensorFlow and torch in one process can crash)."""
     import subprocess
 
-    options = dict(with_pool=True) if case in ("bert", "albert") else {}
+    kind = {"gpt2": "causal", "t5": "seq2seq", "t5.1.1": "seq2seq", "mt5": "seq2seq"}.get(case, "encoder")
+    options = {"encoder": dict(with_pool=True) if case in ("bert", "albert") else {},
+               "causal": dict(final_activation="linear"), "seq2seq": dict(with_lm="linear")}[kind]
     builder = build_transformer_model(
         checkpoint_path=os.path.join(FOLDERS, case), return_keras_model=False, **options
     )
     out = builder.save_weights_as_huggingface(tmp_path / "out")
     result = tmp_path / "hf.npz"
     subprocess.run(
-        [sys.executable, "-c", _FROM_PRETRAINED, out, os.path.join(FOLDERS, case + ".npz"), str(result)],
+        [sys.executable, "-c", _FROM_PRETRAINED, out, os.path.join(FOLDERS, case + ".npz"), str(result), kind],
         check=True, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
     )
     hf = np.load(result)
-    feed, data = golden(case)
-    assert compare("sequence", hf["sequence"], data["output/sequence"], feed[0]) <= TOL
-    if "pooled" in options and "pooled" in data:
-        ours = keras.ops.convert_to_numpy(builder.model(feed))
-        assert compare("pooled", hf["pooled"], ours, feed[0]) <= TOL
+    data = np.load(os.path.join(FOLDERS, case + ".npz"))
+    ids = data["input/token_ids"]
+    for key in hf.files:
+        if key == "pooled":
+            reference = keras.ops.convert_to_numpy(builder.model(golden(case)[0]))
+        else:
+            reference = data["output/" + key]
+        assert compare(key, hf[key], reference, ids) <= TOL, key
 
 
 @pytest.mark.parametrize("name", ["bert_pool_nsp_mlm", "albert_pool_nsp_mlm", "nezha_mlm", "roformer_pool_mlm", "electra_discriminator"])

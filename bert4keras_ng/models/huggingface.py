@@ -132,7 +132,9 @@ _RENAMED_T5 = {
 _REQUIRED_GPT2 = {"scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,),
                   "add_cross_attention": (False,)}
 _REQUIRED_T5 = {"relative_attention_num_buckets": (32,), "relative_attention_max_distance": (128,),
-                "feed_forward_proj": ("relu", "gated-gelu"), "is_decoder": (False,)}
+                "feed_forward_proj": ("relu", "gated-gelu", "gated-gelu_new", "gated-gelu_python",
+                                      "gated-silu"),
+                "is_decoder": (False,)}
 _NEUTRAL_GENERATIVE = {
     "n_ctx", "embd_pdrop", "reorder_and_upcast_attn", "activation_function", "layer_norm_epsilon",
     "num_decoder_layers", "dense_act_fn", "is_gated_act", "tie_word_embeddings",
@@ -290,7 +292,8 @@ def _export_checks(builder):
         problems.append("hierarchical_position")
     if builder.attention_normalization != "softmax":
         problems.append("attention_normalization=%r" % builder.attention_normalization)
-    if builder.attention_head_size * builder.num_attention_heads != builder.hidden_size:
+    generative = builder.hf_model_type in ("gpt2", "t5", "mt5")
+    if not generative and builder.attention_head_size * builder.num_attention_heads != builder.hidden_size:
         problems.append("attention_head_size * num_attention_heads != hidden_size")
     if builder.attention_key_size != builder.attention_head_size:
         problems.append("attention_key_size != attention_head_size")
@@ -301,7 +304,7 @@ def _export_checks(builder):
             "Cannot export %s as a Hugging Face folder: %s has no Hugging Face equivalent."
             % (type(builder).__name__, "; ".join(problems))
         )
-    if builder.application != "encoder":
+    if builder.application != "encoder" and not generative:
         warnings.warn(
             "application=%r: the exported Hugging Face model is a bidirectional encoder; apply "
             "the %s mask yourself there." % (builder.application, builder.application), stacklevel=3
@@ -361,6 +364,46 @@ def hf_config(builder, model_type):
     return config
 
 
+def generative_hf_config(builder, model_type):
+    """config.json of a GPT2 or T5 / mT5 builder."""
+    act = builder.hidden_act
+    gated = isinstance(act, (list, tuple))
+    first = act[0] if gated else act
+    if first not in _ACT_OUT or (gated and list(act[1:]) != ["linear"]):
+        raise ValueError("Cannot export hidden_act=%r as a Hugging Face activation." % (act,))
+    if model_type == "gpt2":
+        return {
+            "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+            "vocab_size": builder.vocab_size, "n_embd": builder.hidden_size,
+            "n_layer": builder.num_hidden_layers, "n_head": builder.num_attention_heads,
+            "n_inner": builder.intermediate_size, "n_positions": builder.max_position,
+            "n_ctx": builder.max_position, "activation_function": _ACT_OUT[first],
+            "resid_pdrop": builder.dropout_rate, "attn_pdrop": builder.attention_dropout_rate,
+            "embd_pdrop": 0.0, "layer_norm_epsilon": builder.block_epsilon,
+            "scale_attn_weights": True, "tie_word_embeddings": True,
+        }
+    if type(builder).__name__ != "T5":
+        raise ValueError("Export the full T5 builder (model=%r), not one stack: a Hugging Face "
+                         "T5 folder holds both." % builder.version)
+    if getattr(builder._decoder, "cross_position_bias", False):
+        raise ValueError("Cannot export a T5 built with cross_position_bias=True: transformers' "
+                         "cross-attention has no position bias (build with cross_position_bias=False).")
+    # transformers' "gated-gelu" means the tanh GELU; the erf one is spelled gated-gelu_python
+    proj = ("gated-" + {"gelu": "gelu_python", "gelu_erf": "gelu_python", "gelu_tanh": "gelu"}.get(first, _ACT_OUT[first])
+            if gated else _ACT_OUT[first])
+    arch = "MT5ForConditionalGeneration" if model_type == "mt5" else "T5ForConditionalGeneration"
+    return {
+        "model_type": model_type, "architectures": [arch], "vocab_size": builder.vocab_size,
+        "d_model": builder.hidden_size, "d_kv": builder.attention_head_size,
+        "d_ff": builder.intermediate_size, "num_layers": builder.num_hidden_layers,
+        "num_decoder_layers": builder.num_hidden_layers, "num_heads": builder.num_attention_heads,
+        "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
+        "dropout_rate": builder.dropout_rate, "layer_norm_epsilon": builder.block_epsilon,
+        "feed_forward_proj": proj, "tie_word_embeddings": not gated, "is_encoder_decoder": True,
+        "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1,
+    }
+
+
 def roformer_sinusoid(max_position, head_size):
     """Hugging Face RoFormer's fixed position table (sin half, then cos half), float32."""
     position = np.arange(max_position, dtype=np.float64)[:, None]
@@ -388,15 +431,31 @@ def save_weights_as_huggingface(builder, folder, vocab=None, dtype="float32"):
     if getattr(builder, "hf_exportable", True) is not True:
         raise ValueError("Cannot export %s: %s." % (type(builder).__name__, builder.hf_exportable))
     _export_checks(builder)
-    config = hf_config(builder, model_type)
-    # head models store the encoder under the base prefix (bert., albert., ...), bare ones not
-    prefix = "" if config["architectures"][0].endswith("Model") else model_type + "."
-    tensors = {}
+    if model_type in ("gpt2", "t5", "mt5"):
+        config = generative_hf_config(builder, model_type)
+        prefix = "transformer." if model_type == "gpt2" else ""
+        heads = ()
+    else:
+        config = hf_config(builder, model_type)
+        # head models store the encoder under the base prefix (bert., albert., ...), bare ones not
+        prefix = "" if config["architectures"][0].endswith("Model") else model_type + "."
+        heads = hf_mappings.HEADS
+    tensors, parts = {}, {}
     for _, weight, name, transposed, _ in builder.checkpoint_entries(table=builder.hf_table):
         value = keras.ops.convert_to_numpy(weight).astype(dtype)
-        if not name.startswith(hf_mappings.HEADS) or name.startswith("pooler."):
+        value = value.T if transposed else value
+        if not name.startswith(heads) or name.startswith("pooler."):
             name = prefix + name
-        tensors.setdefault(name, np.ascontiguousarray(value.T if transposed else value))
+        base, view = hf_io.split_view(name)
+        if view is None:
+            tensors.setdefault(name, np.ascontiguousarray(value))
+        elif view[0] == "split":  # put the fused tensor back together below
+            parts.setdefault(base, {})[view[1]] = value
+        else:  # a scale view: undo the factor the reader applies
+            tensors.setdefault(base, np.ascontiguousarray(value / np.sqrt(config[view[1]]), dtype=dtype))
+    for base, pieces in parts.items():
+        (axis, _, count), = {(a, 0, c) for a, _, c in pieces}
+        tensors[base] = np.concatenate([pieces[(axis, n, count)] for n in range(count)], axis=axis)
     if model_type == "roformer":
         tensors[prefix + "encoder.embed_positions.weight"] = roformer_sinusoid(
             builder.max_position, builder.attention_head_size
