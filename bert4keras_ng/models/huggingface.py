@@ -199,8 +199,10 @@ def _generative_config(config, where):
             raise ValueError("%s: feed_forward_proj=%r with a%s scaled decoder output cannot be "
                              "honoured (T5: relu, tied, scaled; T5.1.1 / mT5: gated-gelu, untied, "
                              "unscaled)." % (where, config.get("feed_forward_proj"), "" if scales else "n un"))
-        # transformers' gated-gelu is the tanh GELU (gelu_new) unless dense_act_fn says otherwise
-        act = _activation_in(config.get("dense_act_fn") or ("gelu_new" if gated else "relu"), where)
+        # transformers derives the activation from feed_forward_proj ('gated-<act>' or '<act>');
+        # its 'gated-gelu' is the tanh GELU (gelu_new)
+        proj = config.get("feed_forward_proj", "relu")
+        act = _activation_in("gelu_new" if proj == "gated-gelu" else proj.split("-")[-1], where)
         kwargs["hidden_act"] = [act, "linear"] if gated else act
         kwargs["attention_dropout_rate"] = kwargs.get("dropout_rate")
         kwargs["cross_position_bias"] = False  # transformers' cross-attention has no position bias
