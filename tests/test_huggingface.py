@@ -508,3 +508,22 @@ def test_tiled_transpose_equals_numpy():
         out = transpose(a)
         assert out.flags["C_CONTIGUOUS"]
         np.testing.assert_array_equal(out, a.T)
+
+
+def test_tokenizer_from_a_t5_folder_with_spiece_model(tmp_path):
+    import sentencepiece as spm
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["我是人 hello world", "大地上的 abc", "the quick brown fox"] * 20))
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(tmp_path / "spiece"), vocab_size=31,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2,
+    )
+    folder = tmp_path / "t5"
+    folder.mkdir()
+    (tmp_path / "spiece.model").rename(folder / "spiece.model")
+    (folder / "config.json").write_text(json.dumps({"model_type": "mt5"}))
+    tokenizer = load_hf_tokenizer(str(folder))
+    reference = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
+    ids, _ = tokenizer.encode("hello world")
+    assert ids == reference.encode("hello world") + [1]  # T5 style: no start token, </s> at the end
