@@ -116,9 +116,10 @@ class _SafetensorsFile:
 
     def read(self, name):
         try:
-            return self._file.get_tensor(name)
-        except TypeError as e:  # e.g. bfloat16, which NumPy lacks
+            array = self._file.get_tensor(name)
+        except TypeError as e:  # bfloat16, which NumPy lacks unless ml_dtypes is loaded
             return _read_raw_safetensor(self.path, name, e)
+        return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
 
 
 def _read_raw_safetensor(path, name, error):

@@ -527,3 +527,34 @@ def test_tokenizer_from_a_t5_folder_with_spiece_model(tmp_path):
     reference = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
     ids, _ = tokenizer.encode("hello world")
     assert ids == reference.encode("hello world") + [1]  # T5 style: no start token, </s> at the end
+
+
+def test_bfloat16_safetensors_read_as_float32(tmp_path):
+    """NumPy has no bfloat16: such tensors are read from the file's offsets and widened."""
+    import struct
+
+    a = np.array([[1.5, -2.25, 3.0], [0.1, 7.0, -0.5]], dtype=np.float32)
+    bf16 = (a.view(np.uint32) >> 16).astype(np.uint16)
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, bf16.nbytes]}}).encode()
+    header += b" " * (-len(header) % 8)
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bf16.tobytes())
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    value = HFReader(str(tmp_path)).read("w")
+    expected = (bf16.astype(np.uint32) << 16).view(np.float32)
+    assert value.dtype == np.float32
+    np.testing.assert_array_equal(value, expected)
+    assert np.abs(value - a).max() < 0.01
+    from bert4keras_ng.huggingface import _read_raw_safetensor  # the path without ml_dtypes
+
+    raw = _read_raw_safetensor(str(tmp_path / "model.safetensors"), "w", None)
+    assert raw.dtype == np.float32
+    np.testing.assert_array_equal(raw, expected)
+
+
+def test_truncated_safetensors_is_a_clear_error(tmp_path):
+    folder = edited_copy(tmp_path, "bert")
+    path = os.path.join(folder, "model.safetensors")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors.*incomplete"):
+        build_transformer_model(checkpoint_path=folder)
