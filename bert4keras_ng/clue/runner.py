@@ -53,7 +53,7 @@ class RunConfig:
     config: Optional[str] = None
     checkpoint: Optional[str] = None
     vocab: Optional[str] = None
-    model: str = DEFAULT_MODEL
+    model: Optional[str] = None  # None: the Hugging Face folder's family, else DEFAULT_MODEL
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     maxlen: Optional[int] = None
@@ -113,6 +113,7 @@ def _resolve(cfg: RunConfig):
     spec = get_task(cfg.task)
     cfg = dataclasses.replace(cfg, task=spec.name)
     demo_data = cfg.data_dir is None
+    _hf_folder_paths(cfg)
     given = [cfg.config, cfg.checkpoint, cfg.vocab]
     if any(given) and not all(given):
         missing = [n for n, v in zip(("--config", "--checkpoint", "--vocab"), given) if not v]
@@ -150,6 +151,24 @@ def _resolve(cfg: RunConfig):
     if spec.kind == "cmrc" and cfg.stride <= 0:
         raise D.ClueInputError("--stride must be positive")
     return spec, cfg, tiny, demo
+
+
+def _hf_folder_paths(cfg):
+    """A Hugging Face folder as --checkpoint: config, vocabulary and family found inside."""
+    from ..huggingface import find_vocabulary, is_hf_folder, read_hf_config
+    from ..models.huggingface import family_of
+
+    if cfg.checkpoint and is_hf_folder(cfg.checkpoint):
+        cfg.config = cfg.config or os.path.join(cfg.checkpoint, "config.json")
+        if cfg.vocab is None:
+            kind, cfg.vocab = find_vocabulary(cfg.checkpoint)
+            if kind != "wordpiece":
+                raise ValueError(f"--checkpoint {cfg.checkpoint!r}: the CLUE runner needs a "
+                                 f"vocab.txt (found only {os.path.basename(cfg.vocab)})")
+        if cfg.model is None:
+            cfg.model = family_of(read_hf_config(cfg.checkpoint), cfg.checkpoint)[1]
+    if cfg.model is None:
+        cfg.model = DEFAULT_MODEL
 
 
 def _tiny_paths(cfg):
@@ -655,9 +674,10 @@ def build_parser():
     p.add_argument("--data-dir", help="folder of that one task's files as unzipped from the "
                                       "CLUE download (default: embedded sample data)")
     p.add_argument("--config", help="bert_config.json of the checkpoint")
-    p.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt")
+    p.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt, or a "
+                                        "Hugging Face folder (config, vocab and model found inside)")
     p.add_argument("--vocab", help="vocab.txt of the checkpoint")
-    p.add_argument("--model", default=DEFAULT_MODEL,
+    p.add_argument("--model", default=None,
                    help="backbone type: bert, roberta, albert, nezha, roformer, roformer_v2, "
                         f"electra, gau_alpha, ... (default {DEFAULT_MODEL})")
     p.add_argument("--epochs", type=_positive_int)

@@ -7,6 +7,8 @@
 import json
 import os
 
+from bert4keras_ng import huggingface as hf_io
+from bert4keras_ng.models import huggingface as hf_config
 from bert4keras_ng.models.albert import ALBERT, ALBERT_Unshared
 from bert4keras_ng.models.bert import BERT
 from bert4keras_ng.models.config import ConfigSource
@@ -79,6 +81,26 @@ def _read_config(config_path):
     return config
 
 
+def _hf_configs(reader, config_path, model):
+    """(config, builder attributes, model name) for a Hugging Face folder."""
+    folder = reader.folder
+    if config_path is not None and os.path.abspath(os.fspath(config_path)) != os.path.abspath(
+        os.path.join(folder, "config.json")
+    ):
+        raise ValueError(
+            "checkpoint_path %r is a Hugging Face folder with its own config.json; pass "
+            "config_path=None (got %r)." % (folder, os.fspath(config_path))
+        )
+    _, default, _ = hf_config.family_of(reader.config, folder)
+    if model is None:
+        model = default
+    else:
+        name, _ = resolve_model(model)
+        hf_config.check_model_name(name, reader.config, folder)
+    configs, attributes = hf_config.from_hf_config(reader.config, folder)
+    return configs, attributes, model
+
+
 def t5_version(model_name):
     """The T5 version a model string names ('t5.1.1_encoder' -> 't5.1.1'), or None."""
     for prefix in ("t5.1.1", "mt5.1.1", "t5.1.0", "t5"):
@@ -108,7 +130,7 @@ def resolve_model(model):
 def build_transformer_model(
     config_path=None,
     checkpoint_path=None,
-    model="bert",
+    model=None,
     application="encoder",
     return_keras_model=True,
     **kwargs,
@@ -120,10 +142,14 @@ def build_transformer_model(
     ``hidden_dropout_prob``, ``attention_dropout_rate`` ← ``attention_probs_dropout_prob``,
     ``segment_vocab_size`` ← ``type_vocab_size`` (2).
 
-    model: 'bert', 'roberta', 'albert', 'albert_unshared', 'nezha', 'electra', 'roformer',
-        'roformer_v2', 'gau_alpha', 'gpt', 'gpt2', 'gpt2_ml', 't5' (= 't5.1.0'), 't5.1.1',
-        'mt5.1.1' and each T5 string with '_encoder' / '_decoder' (case-insensitive) or a
-        ``Transformer`` subclass.
+    checkpoint_path: a TF1 checkpoint (prefix, directory or dict) or a Hugging Face folder
+        (``config.json`` with a ``model_type``, weights in ``model.safetensors``, shards or
+        ``pytorch_model.bin``); for a folder, leave ``config_path`` out: the config and the
+        family come from the folder, and an explicit ``model=`` must agree with it.
+    model: 'bert' (the default), 'roberta', 'albert', 'albert_unshared', 'nezha', 'electra',
+        'roformer', 'roformer_v2', 'gau_alpha', 'gpt', 'gpt2', 'gpt2_ml', 't5' (= 't5.1.0'),
+        't5.1.1', 'mt5.1.1' and each T5 string with '_encoder' / '_decoder' (case-insensitive)
+        or a ``Transformer`` subclass.
     application: 'encoder', 'lm' (causal mask) or 'unilm' (seq2seq mask from segment ids);
         'lm' and 'unilm' switch the MLM head on. GPTs are always causal; T5 takes neither.
     Options: with_pool, with_nsp, with_mlm (True or an activation name), with_discriminator
@@ -140,7 +166,13 @@ def build_transformer_model(
     Returns the Keras model, or with ``return_keras_model=False`` the builder (``.model``,
     ``.layers``, ``.load_weights_from_checkpoint``, ``.save_weights_as_checkpoint``, ...).
     """
-    configs = _read_config(config_path)
+    attributes = {}
+    if hf_io.is_hf_folder(checkpoint_path):
+        checkpoint_path = hf_io.HFReader(checkpoint_path)
+        configs, attributes, model = _hf_configs(checkpoint_path, config_path, model)
+    else:
+        configs = _read_config(config_path)
+        model = "bert" if model is None else model
     configs.update(kwargs)
     source = ConfigSource(None if config_path is None else os.fspath(config_path), kwargs)
     configs.setdefault("max_position", configs.get("max_position_embeddings"))
@@ -178,6 +210,8 @@ def build_transformer_model(
     configs["application"] = application
     builder = cls(config_source=source, **configs)
     builder.model_name = model_name
+    for key, value in attributes.items():  # Hugging Face layer_norm_eps
+        setattr(builder, key, value)
     if checkpoint_path is None:
         builder.build(**build_options)
     else:  # the loaded weights skip their random initialisation

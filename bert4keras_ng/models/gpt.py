@@ -9,7 +9,7 @@
   of attention without norm and a feed-forward between ``-Norm-0`` and ``-Norm-1``.
 """
 
-from bert4keras_ng.models import mappings
+from bert4keras_ng.models import hf_mappings, mappings
 from bert4keras_ng.models.bert import BERT
 
 
@@ -18,6 +18,7 @@ class GPT(BERT):
 
     scope = "gpt/"
     table = mappings.GPT
+    hf_table = hf_model_type = None
     embedding_norm = False
     head = "gpt"
     signature = (("gpt/transformer/layer_0/attention/output/LayerNorm/gamma",), ())
@@ -40,6 +41,8 @@ class GPT2(GPT):
     """CPM-LM style GPT2: pre-LN."""
 
     table = mappings.GPT2
+    hf_table = hf_mappings.GPT2
+    hf_model_type = "gpt2"
     segment_input = False
     embedding_dropout = False
     block = "pre_norm"

@@ -147,11 +147,15 @@ ALBERT_UNSHARED = dict(
     _BERT_OUTSIDE_BLOCKS, **{"Transformer-{i}-" + k: v for k, v in _ALBERT_BLOCK_TABLE.items()}
 )
 
-# ELECTRA: BERT names under electra/, its own embedding projection and discriminator head.
+# ELECTRA: BERT names under electra/, its own embedding projection, discriminator head and the
+# generator's MLM head.
 ELECTRA = {k: v for k, v in BERT.items() if k not in ("Pooler-Dense", "NSP-Proba") and not k.startswith("MLM-")}
 ELECTRA["Embedding-Mapping"] = dense("{scope}embeddings_project")
 ELECTRA["Discriminator-Dense"] = dense("discriminator_predictions/dense")
 ELECTRA["Discriminator-Prediction"] = dense("discriminator_predictions/dense_1")
+ELECTRA["MLM-Dense"] = dense("generator_predictions/dense")
+ELECTRA["MLM-Norm"] = layer_norm("generator_predictions/LayerNorm")
+ELECTRA["MLM-Bias"] = {"beta": "generator_predictions/output_bias [k]"}
 
 # GAU-alpha: BERT token/segment embeddings, one GatedAttentionUnit per block, no norm weights;
 # the embedding projection (embedding_size != hidden_size; no release has one) under RoFormerV2's

@@ -12,7 +12,7 @@ also biases the cross-attention unless ``cross_position_bias=False``), token-onl
 import keras
 
 from bert4keras_ng.layers.dropout import Dropout
-from bert4keras_ng.models import blocks, mappings
+from bert4keras_ng.models import blocks, hf_mappings, mappings
 from bert4keras_ng.models.auxiliary import AttentionMask
 from bert4keras_ng.models.transformer import Transformer, _activation
 
@@ -61,6 +61,14 @@ class T5_Base(Transformer):
                 % (version, self.hidden_act)
             )
 
+    @property
+    def hf_table(self):  # Hugging Face T5ForConditionalGeneration names
+        return hf_mappings.t5(self.version)
+
+    @property
+    def hf_model_type(self):
+        return "mt5" if self.version == "mt5.1.1" else "t5"
+
     def token_inputs(self, name):
         return self.apply(layer=keras.layers.Input, shape=(self.sequence_length,), dtype="int32", name=name)
 
@@ -73,7 +81,8 @@ class T5_Encoder(T5_Base):
     """T5 encoder: Encoder-Input-Token → hidden states (b, n, H)."""
 
     block_prefix = "Encoder-"
-    ignorable = T5_Base.ignorable + ("decoder/*",)  # a full T5 checkpoint: the other stack
+    # a full T5 checkpoint or Hugging Face folder: the other stack
+    ignorable = T5_Base.ignorable + ("decoder/*", "decoder.*", "lm_head.*")
 
     def get_inputs(self):
         return [self.token_inputs("Encoder-Input-Token")]
@@ -87,7 +96,7 @@ class T5_Decoder(T5_Base):
 
     block_prefix = "Decoder-"
     causal_relative_position = True
-    ignorable = T5_Base.ignorable + ("encoder/*",)
+    ignorable = T5_Base.ignorable + ("encoder/*", "encoder.*")
 
     def __init__(self, with_lm=True, cross_position_bias=True, **kwargs):
         super().__init__(**kwargs)

@@ -41,6 +41,8 @@ class Transformer:
     # ---- declared differences (defaults = Google BERT) --------------------------------------
     scope = "bert/"  # checkpoint scope substituted for {scope} in the table
     table = mappings.BERT  # Keras layer -> {weight: checkpoint variable}
+    hf_table = None  # the same for Hugging Face folders (None: no counterpart)
+    hf_model_type = None  # config.json model_type of that counterpart
     position = "learned"  # 'learned' absolute | 'relative' (NEZHA) | 'rotary' (RoPE) | 't5_relative'
     # 'layer' (LayerNorm with gamma/beta) | 'rms' (parameter-free RMSNorm) | 'rms_scale' (T5)
     norm = "layer"
@@ -112,6 +114,8 @@ class Transformer:
         config_source=None,
         **kwargs,
     ):
+        if not self.segment_input:
+            segment_vocab_size = 0
         checked = model_config.validate(
             dict(
                 vocab_size=vocab_size,
@@ -134,8 +138,6 @@ class Transformer:
             config_source,
         )
         vocab_size = checked["vocab_size"]
-        if not self.segment_input:
-            segment_vocab_size = 0
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens:
@@ -515,6 +517,8 @@ class Transformer:
                     name="Discriminator-Prediction",
                 )
                 outputs.append(y)
+            if self.with_mlm:  # the generator's head (generator_predictions)
+                outputs.append(self.apply_mlm_head(x))
         elif self.head in ("gpt", "gpt2"):
             return self.apply_gpt_lm_head(x)
         elif self.head == "tied":
@@ -619,9 +623,10 @@ class Transformer:
             mapping.setdefault(layer_name, []).append(variable)
         return mapping
 
-    def checkpoint_entries(self, mapping=None):
+    def checkpoint_entries(self, mapping=None, table=None):
         """(layer name, Keras variable, checkpoint name, transposed, vocabulary) for every table
-        entry whose layer was built and has that weight, in table order."""
+        entry whose layer was built and has that weight, in table order. ``table`` defaults to
+        the family's TF1 table (``self.hf_table`` is the Hugging Face one)."""
         entries = []
         if mapping is not None:  # bert4keras style {layer: [names]}, matched positionally
             for layer_name, names in mapping.items():
@@ -632,7 +637,7 @@ class Transformer:
                     name, transposed, vocabulary = mappings.parse(spec)
                     entries.append((layer.name, weight, name, transposed, vocabulary))
             return entries
-        for key, weights in self.table.items():
+        for key, weights in (self.table if table is None else table).items():
             indices = range(self.num_hidden_layers) if "{i}" in key else [None]
             for i in indices:
                 layer = self.layers.get(self.prefixed(_fill(key, i, self.scope)))
@@ -668,11 +673,12 @@ class Transformer:
         """
         plan, missing, mismatched, used = [], [], [], set()
         select = self.keep_tokens is not None or bool(self.compound_tokens)
-        for layer_name, weight, name, transposed, vocabulary in self.checkpoint_entries(mapping):
+        entries = self.checkpoint_entries(mapping, table=self.table_for(reader))
+        for layer_name, weight, name, transposed, vocabulary in entries:
             if name not in reader:
                 missing.append((layer_name, name))
                 continue
-            used.add(name)
+            used.add(reader.variable_of(name) if hasattr(reader, "variable_of") else name)
             want = tuple(weight.shape)
             if vocabulary is not None and select:  # the transform defines the shape: apply it now
                 array = reader.read(name)
@@ -732,8 +738,10 @@ class Transformer:
             self.build(**build_options)
             for weight, value in self._checkpoint_plan(reader, mapping):
                 # read everything before any variable is initialised: a truncated data file
-                # fails here, and the scope's exit then gives every variable its initializer
-                value = _ArrayThunk(value(), weight.dtype)
+                # fails here, and the scope's exit then gives every variable its initializer.
+                # Readers whose files were size-checked on opening (safetensors) read lazily.
+                if not getattr(reader, "validated", False):
+                    value = _ArrayThunk(value(), weight.dtype)
                 if getattr(weight, "_value", True) is None and hasattr(weight, "_initializer"):
                     weight._initializer = _CheckpointInitializer(value, weight._initializer)
                 late.append((weight, value))
@@ -741,6 +749,24 @@ class Transformer:
             if not value.used:
                 weight.assign(value())
         return self.model
+    def table_for(self, reader):
+        """The checkpoint table matching ``reader``'s format (TF1 or Hugging Face)."""
+        if getattr(reader, "format", None) != "huggingface":
+            return self.table
+        if self.hf_table is None:
+            raise ValueError(
+                "%s has no Hugging Face table; %s cannot be loaded into it."
+                % (_model_label(self), reader.describe())
+            )
+        return self.hf_table
+
+    def save_weights_as_huggingface(self, folder, vocab=None, dtype="float32"):
+        """Write a Hugging Face folder (config.json, model.safetensors, vocab.txt when ``vocab``
+        is given) that ``transformers.AutoModel.from_pretrained(folder)`` loads; atomic."""
+        from bert4keras_ng.models.huggingface import save_weights_as_huggingface
+
+        return save_weights_as_huggingface(self, folder, vocab=vocab, dtype=dtype)
+
     def _missing_message(self, reader, missing):
         present = reader.names()
         lines = [
@@ -862,7 +888,8 @@ class _ReadThunk:
     def __call__(self):
         self.used = True
         array = self.reader.read(self.name)
-        array = array.T if self.transposed else array
+        if self.transposed:
+            array = checkpoints.transpose(array)
         return np.ascontiguousarray(array, dtype=keras.backend.standardize_dtype(self.dtype))
 
 
@@ -924,7 +951,7 @@ def _check_caches(caches):
             )
     return {name: tuple(pair) for name, pair in caches.items()}
 
-_LAYER_INDEX = re.compile(r"layer_(\d+)/")
+_LAYER_INDEX = re.compile(r"(?:layer_|layer\.|block\.|\bh\.)(\d+)[/.]")  # TF1 and HF block names
 
 
 def _registry():
