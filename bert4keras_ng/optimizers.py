@@ -16,6 +16,7 @@ Everything here is a native ``keras.optimizers.Optimizer`` written with ``keras.
   piecewise-linear schedule, gradient accumulation without an extra buffer and NaN rescue.
 * :class:`PiecewiseLinear`: a registered ``LearningRateSchedule`` (bert4keras's
   ``{1000: 1, 2000: 0.1}`` dictionaries).
+* :func:`extend_with_child_tuning`: ChildTuning-F gradient dropout (post 8764).
 * ``extend_with_*`` functions: each takes an optimizer class and returns a subclass with extra
   constructor arguments, and they compose (``extend_with_ema(extend_with_layer_adaptation(
   AdamW))``).  Where Keras 3 already has the mechanism (gradient accumulation, EMA, weight decay
@@ -72,6 +73,7 @@ __all__ = [
     "extend_with_lookahead",
     "extend_with_lazy_optimization",
     "extend_with_parameter_wise_lr",
+    "extend_with_child_tuning",
 ]
 
 # Keras 3 built-ins, re-exported unchanged.
@@ -1205,3 +1207,48 @@ class _ParameterWiseLR:
 def extend_with_parameter_wise_lr(BaseOptimizer, name=None):
     """Add ``paramwise_lr_schedule={}`` ({substring of variable.path: lr multiplier})."""
     return _extend(BaseOptimizer, name, "WithParameterWiseLR", _ParameterWiseLR)
+
+
+class _ChildTuning:
+    """ChildTuning-F: ``g <- g * M / p`` with ``M ~ Bernoulli(p)`` drawn per element and step.
+
+    Post 8764 (Xu et al. 2021): the base update sees the masked, rescaled gradient, so its
+    expectation is unchanged; for Adam it mainly rescales the effective step by about sqrt(p).
+    ``child_tuning_rate`` is the keep probability ``p`` (default 0.3; 1 disables it) and
+    ``child_tuning_seed`` fixes the masks.  Sparse (embedding) gradients are made dense.
+    """
+
+    def __init__(self, *args, child_tuning_rate=0.3, child_tuning_seed=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        rate = float(child_tuning_rate)
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(
+                f"`child_tuning_rate` (keep probability) must be in (0, 1], received "
+                f"{child_tuning_rate!r}."
+            )
+        self.child_tuning_rate = rate
+        self.child_tuning_seed = child_tuning_seed
+
+    def _b4k_setup(self, var_list):
+        super()._b4k_setup(var_list)
+        self._b4k_ct_seeds = keras.random.SeedGenerator(self.child_tuning_seed)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.child_tuning_rate < 1.0:
+            g = ops.convert_to_tensor(gradient)
+            draw = keras.random.uniform(ops.shape(g), seed=self._b4k_ct_seeds)
+            keep = ops.less(draw, self.child_tuning_rate)
+            scaled = g * ops.cast(1.0 / self.child_tuning_rate, g.dtype)
+            gradient = ops.where(keep, scaled, ops.zeros_like(g))
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config["child_tuning_rate"] = self.child_tuning_rate
+        config["child_tuning_seed"] = self.child_tuning_seed
+        return config
+
+
+def extend_with_child_tuning(BaseOptimizer, name=None):
+    """Add ChildTuning-F (``child_tuning_rate=0.3`` keep probability, ``child_tuning_seed``)."""
+    return _extend(BaseOptimizer, name, "WithChildTuning", _ChildTuning)

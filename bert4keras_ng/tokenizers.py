@@ -583,7 +583,7 @@ class Tokenizer(TokenizerBase):
             token = getattr(self, "_token_%s" % name)
             if token is not None and token in self._token_dict:
                 setattr(self, "_token_%s_id" % name, self._token_dict[token])
-        self._unk_id = self._token_dict.get(self._token_unk)
+        self._token_unk_id = self._token_dict.get(self._token_unk)
         self._table = _TABLE_LOWER if self._do_lower_case else _TABLE_CASED
         self._word_tokens = {}
         self._word_ids = {}
@@ -593,6 +593,17 @@ class Tokenizer(TokenizerBase):
     @property
     def vocab_size(self):
         return self._vocab_size
+
+    @property
+    def _token_unk_id(self):
+        """The id unknown tokens get; bert4keras scripts set it (e.g. to 0), which is honoured."""
+        return self.__dict__.get("_unk_id")
+
+    @_token_unk_id.setter
+    def _token_unk_id(self, value):
+        self.__dict__["_unk_id"] = value
+        if getattr(self, "_word_ids", None):  # cached ids may hold the previous unknown id
+            self._word_ids.clear()
 
     def _unk(self):
         if self._unk_id is None:
