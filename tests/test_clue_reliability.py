@@ -433,3 +433,16 @@ def test_real_sigint_after_an_epoch_ends_with_one_line(tmp_path, tnews, cache):
     assert "kept best.weights.h5 of epoch" in lines[0]
     (kept,) = os.listdir(out)
     assert kept.startswith("interrupted-") and os.listdir(out / kept) == ["best.weights.h5"]
+
+
+def test_default_model_with_a_bert_checkpoint_stops(tmp_path, tnews, capsys):
+    # the default --model is roformer; a BERT checkpoint's position table would be dropped
+    config, ckpt, vocab = ensure_tiny_checkpoint(str(tmp_path / "ck"), "bert")
+    out = tmp_path / "out"
+    rc = runner.main(_args(tnews, out, "--config", config, "--checkpoint", ckpt, "--vocab",
+                           vocab))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: "), err
+    assert "bert/embeddings/position_embeddings" in err and "looks like model='bert'" in err
+    assert "Traceback" not in err
+    assert os.listdir(out) == []
