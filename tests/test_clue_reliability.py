@@ -69,7 +69,8 @@ class _FakeTrainer:
 
     losses = [1.0]
 
-    def __init__(self, model, loss_fn, optimizer, xla=False, adversarial_epsilon=0.0):
+    def __init__(self, model, loss_fn, optimizer, xla=False, adversarial_epsilon=0.0,
+                 strategy=None, unit=1):
         self.model, self.step = model, 0
 
     def train_on_batch(self, x, y):
@@ -433,3 +434,109 @@ def test_real_sigint_after_an_epoch_ends_with_one_line(tmp_path, tnews, cache):
     assert "kept best.weights.h5 of epoch" in lines[0]
     (kept,) = os.listdir(out)
     assert kept.startswith("interrupted-") and os.listdir(out / kept) == ["best.weights.h5"]
+
+
+def test_default_model_with_a_bert_checkpoint_stops(tmp_path, tnews, capsys):
+    # the default --model is roformer; a BERT checkpoint's position table would be dropped
+    config, ckpt, vocab = ensure_tiny_checkpoint(str(tmp_path / "ck"), "bert")
+    out = tmp_path / "out"
+    rc = runner.main(_args(tnews, out, "--config", config, "--checkpoint", ckpt, "--vocab",
+                           vocab))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: "), err
+    assert "bert/embeddings/position_embeddings" in err and "looks like model='bert'" in err
+    assert "Traceback" not in err
+    assert os.listdir(out) == []
+
+
+# ------------------------------------------------------------------------------ --strategy
+
+
+def test_strategy_rejects_what_the_replicated_step_cannot_do(tmp_path, capsys):
+    cases = [(["--xla"], "--xla is not available with --strategy"),
+             (["--adversarial"], "--adversarial is not available with --strategy"),
+             (["--grad-accum", "2"], "--grad-accum 2 uses Keras's gradient accumulation")]
+    for extra, message in cases:
+        with pytest.raises(SystemExit):
+            runner.main(["--strategy", "mirrored", "--output", str(tmp_path / "o"), *extra])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["--strategy", "ring"])
+    assert "invalid choice: 'ring'" in capsys.readouterr().err
+
+
+def _h5_arrays(path):
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+@pytest.mark.slow
+def test_multiworker_strategy_on_loopback_matches_one_process(tmp_path, tnews):
+    """Two workers (127.0.0.1, a TF_CONFIG each) run the same command with --strategy
+    multiworker; the chief's best weights equal one process's on the same global batches."""
+    import socket
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config, ckpt, vocab = ensure_tiny_checkpoint(str(tmp_path / "ck"), "roformer")
+    settings = json.load(open(config))
+    settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    json.dump(settings, open(config, "w"))  # no dropout: the runs are comparable step by step
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+
+    def command(out, *extra):
+        return [sys.executable, os.path.join(root, "examples", "clue.py")] + _args(
+            tnews, out, "--epochs", "2", "--config", config, "--checkpoint", ckpt, "--vocab",
+            vocab, *extra)
+
+    def env(index=None):
+        e = dict(os.environ, PYTHONPATH=root, CUDA_VISIBLE_DEVICES="-1",
+                 KERAS_BACKEND="tensorflow")
+        e.pop("TF_CONFIG", None)
+        if index is not None:
+            e["TF_CONFIG"] = json.dumps({"cluster": cluster,
+                                         "task": {"type": "worker", "index": index}})
+        return e
+
+    workers = [subprocess.Popen(command(tmp_path / f"w{i}", "--strategy", "multiworker"),
+                                env=env(i), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True) for i in range(2)]
+    try:
+        logs = [w.communicate(timeout=400)[0] for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    for i, (w, log) in enumerate(zip(workers, logs)):
+        assert w.returncode == 0, f"worker {i}:\n{log[-4000:]}"
+    single = subprocess.run(command(tmp_path / "single"), env=env(), capture_output=True,
+                            text=True, timeout=400)
+    assert single.returncode == 0, single.stderr[-4000:]
+
+    assert not (tmp_path / "w1").exists() or os.listdir(tmp_path / "w1") == []  # chief writes
+    chief = json.load(open(tmp_path / "w0" / "results.json"))
+    one = json.load(open(tmp_path / "single" / "results.json"))
+    assert chief["settings"]["strategy"] == "multiworker"
+    assert (chief["replicas"], one["replicas"]) == (2, 1)
+    np.testing.assert_allclose([h["loss"] for h in chief["history"]],
+                               [h["loss"] for h in one["history"]], rtol=1e-5)
+    a = _h5_arrays(tmp_path / "w0" / "best.weights.h5")
+    b = _h5_arrays(tmp_path / "single" / "best.weights.h5")
+    assert a.keys() == b.keys() and len(a) > 10
+    worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    print("multi-worker vs one process, max weight difference (AdaFactor, 6 steps):", worst)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-5, err_msg=k)
+    assert (tmp_path / "w0" / "tnews10_predict.json").read_text() == \
+        (tmp_path / "single" / "tnews10_predict.json").read_text()

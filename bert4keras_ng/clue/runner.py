@@ -9,11 +9,14 @@ in the original TF1 layout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Optional
 
@@ -74,6 +77,7 @@ class RunConfig:
     seed: int = 42
     verbose: int = 1
     save_weights: bool = True
+    strategy: Optional[str] = None  # None, "mirrored" or "multiworker" (tf.distribute)
     argv: Optional[list] = None     # the command line, recorded in results.json
 
 
@@ -106,6 +110,37 @@ def _check_settings(cfg, spec):
 def _log(cfg, *args):
     if cfg.verbose:
         print(*args, flush=True)
+
+
+def _check_strategy(cfg):
+    """What the replicated training step cannot do, said before anything starts."""
+    if cfg.strategy is None:
+        return
+    if cfg.strategy not in ("mirrored", "multiworker"):
+        raise D.ClueInputError(f"--strategy must be mirrored or multiworker; got "
+                               f"{cfg.strategy!r}")
+    for flag, on in (("--xla", cfg.xla), ("--adversarial", cfg.adversarial)):
+        if on:
+            raise D.ClueInputError(f"{flag} is not available with --strategy (XLA cannot "
+                                   "reach mirrored variables; FGM assigns to them per replica)")
+    if cfg.grad_accum > 1 and cfg.optimizer != "tiger":
+        raise D.ClueInputError(
+            f"--grad-accum {cfg.grad_accum} uses Keras's gradient accumulation, which does not "
+            "run under tf.distribute (keras-team/keras#20582): give --grad-accum 1 with a "
+            "larger --batch-size, or --optimizer tiger (buffer-free accumulation)")
+
+
+def _make_strategy(cfg):
+    """``(strategy, is_chief)``; the strategy exists before any other TensorFlow op."""
+    if cfg.strategy is None:
+        return None, True
+    from ..distribute import get_strategy
+
+    strategy = get_strategy(cfg.strategy)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    task_id = getattr(resolver, "task_id", 0) or 0
+    return strategy, task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
 
 
 def _resolve(cfg: RunConfig):
@@ -144,6 +179,7 @@ def _resolve(cfg: RunConfig):
         raise D.ClueInputError(f"--mixed-precision must be float16 or bfloat16; got "
                          f"{cfg.mixed_precision!r}")
     _check_settings(cfg, spec)
+    _check_strategy(cfg)
     O.check_output_folder(cfg.output)
     if cfg.lst and cfg.adversarial:
         raise D.ClueInputError("--adversarial perturbs the token embeddings, which --lst freezes; "
@@ -193,9 +229,16 @@ def _input_order(model):
 
 
 class _Trainer:
-    """Custom TF training loop: one compiled step, optional XLA, FGM and loss scaling."""
+    """Custom TF training loop: one compiled step, optional XLA, FGM and loss scaling.
 
-    def __init__(self, model, loss_fn, optimizer, xla=False, adversarial_epsilon=0.0):
+    Under a ``tf.distribute`` strategy with several replicas (``--strategy``), every replica
+    (on every worker) receives the same global batch and trains on its slice of whole samples
+    (``unit`` samples kept together: 2 for R-Drop's pairs); each slice's mean loss is weighted
+    by its share of the batch, so the all-reduced gradient is the global batch's.
+    """
+
+    def __init__(self, model, loss_fn, optimizer, xla=False, adversarial_epsilon=0.0,
+                 strategy=None, unit=1):
         import tensorflow as tf
 
         from bert4keras_ng.adversarial import embedding_matrix, fgm_perturbation
@@ -210,14 +253,14 @@ class _Trainer:
             emb_index = [v.path for v in variables].index(emb.path)
         eps = float(adversarial_epsilon)
 
-        def forward_loss(x, y):
+        def forward_loss(x, y, share=1.0):
             pred = model(x, training=True)
             loss = loss_fn(y, pred)
-            return loss, optimizer.scale_loss(loss)
+            return loss, optimizer.scale_loss(loss * share)
 
-        def train_step(x, y):
+        def train_step(x, y, share=1.0):
             with tf.GradientTape() as tape:
-                loss, scaled = forward_loss(x, y)
+                loss, scaled = forward_loss(x, y, share)
             grads = tape.gradient(scaled, variables)
             if emb_index is not None:
                 # FGM (the library's step): perturb the embedding matrix along its gradient,
@@ -226,7 +269,7 @@ class _Trainer:
                                 variables[emb_index].dtype)
                 variables[emb_index].assign_add(delta)
                 with tf.GradientTape() as tape:
-                    loss, scaled = forward_loss(x, y)
+                    loss, scaled = forward_loss(x, y, share)
                 grads = tape.gradient(scaled, variables)
                 variables[emb_index].assign_sub(delta)
             grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
@@ -234,11 +277,31 @@ class _Trainer:
             optimizer.apply(grads, variables)
             return loss
 
+        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+
+        def replica_step(x, y):
+            r = tf.distribute.get_replica_context().replica_id_in_sync_group
+            n = tf.shape(y)[0]
+            k = tf.shape(x[0])[0] // n  # rows per sample (c3, chid: one per choice)
+            m = n // unit
+            lo = unit * (r * m // replicas)
+            hi = tf.where(r == replicas - 1, n, unit * ((r + 1) * m // replicas))
+            loss = train_step([t[lo * k:hi * k] for t in x],
+                              y[lo:hi],
+                              tf.cast(hi - lo, "float32") / tf.cast(n, "float32"))
+            return tf.cast(loss, "float32") * tf.cast(hi - lo, "float32") / tf.cast(n, "float32")
+
+        def distributed_step(x, y):
+            per_replica = strategy.run(replica_step, args=(x, y))
+            return strategy.reduce("SUM", per_replica, axis=None)
+
         def predict_step(x):
             return model(x, training=False)
 
         self._tf = tf
-        self._train_step, self._predict_step, self._xla = train_step, predict_step, bool(xla)
+        self._train_step = distributed_step if replicas > 1 else train_step
+        self._predict_step, self._xla = predict_step, bool(xla)
+        self.min_batch = replicas * unit  # smaller batches would leave a replica empty
         self._train = self._predict = None
 
     def _compile(self, fn, *examples):
@@ -253,6 +316,10 @@ class _Trainer:
         return [x[name] for name in self.order]
 
     def train_on_batch(self, x, y):
+        """The batch's mean loss, or None for a batch too small to give every replica a
+        sample (only the last batch of an epoch, only under a strategy)."""
+        if len(y) < self.min_batch:
+            return None
         x = self.inputs(x)
         if self._train is None:
             self._train = self._compile(self._train_step, x, y)
@@ -485,6 +552,8 @@ def _train(cfg, spec, model, trainer, train_feats, dev, dev_feats, outputs, stat
         for step, (x, y, _) in enumerate(
                 _epoch_batches(cfg, spec, train_feats, rng, pad_multiple), 1):
             loss = trainer.train_on_batch(x, y)
+            if loss is None:  # under --strategy: fewer samples than replicas, skipped
+                continue
             state["step"] += 1
             check_finite_loss(loss, f"{state['step']} (epoch {epoch}/{cfg.epochs}, batch "
                                     f"{step}/{steps})")
@@ -538,8 +607,10 @@ def run(cfg: RunConfig):
             f"configured for {keras.backend.backend()!r}: run with KERAS_BACKEND=tensorflow."
         )
     t_start = time.time()
-    run_id = O.new_run_id()
     spec, cfg, tiny, demo = _resolve(cfg)
+    strategy, chief = _make_strategy(cfg)
+    # every worker runs the same steps; only the chief's files are kept
+    run_id = O.new_run_id() if chief else f"worker-{os.getpid()}"
     present, skipped = _check_layout(cfg, spec)  # fail fast, before the tiny checkpoint
     if tiny:
         cfg.config, cfg.checkpoint, cfg.vocab = _tiny_paths(cfg)
@@ -565,7 +636,8 @@ def run(cfg: RunConfig):
     for submission, reason in skipped.items():
         _log(cfg, f"will skip {submission}: {reason}")
 
-    outputs = O.RunOutputs(cfg.output, run_id, [s for _, s in spec.test_files])
+    out_folder = cfg.output if chief else tempfile.mkdtemp(prefix="clue-worker-")
+    outputs = O.RunOutputs(out_folder, run_id, [s for _, s in spec.test_files])
     previous_policy = keras.config.dtype_policy()
     keras.utils.set_random_seed(cfg.seed)
     pad_multiple = 16 if cfg.xla else 1
@@ -574,20 +646,22 @@ def run(cfg: RunConfig):
     try:
         if cfg.mixed_precision:
             keras.config.set_dtype_policy(f"mixed_{cfg.mixed_precision}")
-        backbone = _load_backbone(cfg)
-        if cfg.lst:  # frozen backbone + trainable side network (post 9138)
-            from ..lst import ladder_side_tuning
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            backbone = _load_backbone(cfg)
+            if cfg.lst:  # frozen backbone + trainable side network (post 9138)
+                from ..lst import ladder_side_tuning
 
-            backbone = ladder_side_tuning(backbone)
-        from .model import build_task_model, task_loss
+                backbone = ladder_side_tuning(backbone)
+            from .model import build_task_model, task_loss
 
-        model = build_task_model(spec, backbone, model_config, cfg.pooling)
-        optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.grad_accum)
-        if cfg.mixed_precision == "float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        loss_fn = task_loss(spec, cfg.rdrop_alpha if cfg.rdrop else 0.0)
-        trainer = _Trainer(model, loss_fn, optimizer, cfg.xla,
-                           cfg.adversarial_epsilon if cfg.adversarial else 0.0)
+            model = build_task_model(spec, backbone, model_config, cfg.pooling)
+            optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.grad_accum)
+            if cfg.mixed_precision == "float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            loss_fn = task_loss(spec, cfg.rdrop_alpha if cfg.rdrop else 0.0)
+            trainer = _Trainer(model, loss_fn, optimizer, cfg.xla,
+                               cfg.adversarial_epsilon if cfg.adversarial else 0.0,
+                               strategy=strategy, unit=2 if cfg.rdrop else 1)
         _train(cfg, spec, model, trainer, train_feats, dev, dev_feats, outputs, state)
         files = []
         for name, submission, examples, feats in tests:
@@ -604,11 +678,19 @@ def run(cfg: RunConfig):
             "embedded_sample_data": cfg.data_dir.startswith(SAMPLE_DIR),
             "tiny_checkpoint": tiny, "seconds": round(time.time() - t_start, 1),
             "run_id": run_id, "arguments": cfg.argv,
+            "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
             "settings": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "argv"},
         }
         with O.atomic_open(outputs.path(O.RESULTS)) as f:
             json.dump(results, f, ensure_ascii=False, indent=2, allow_nan=False)
-        written, removed = outputs.commit()
+        if chief:
+            written, removed = outputs.commit()
+        else:
+            outputs.discard()
+            shutil.rmtree(out_folder, ignore_errors=True)
+            written, removed = [], []
+            _log(cfg, f"this worker's outputs were discarded: the chief (worker 0) writes "
+                      f"{cfg.output}")
     except KeyboardInterrupt:
         kept = outputs.keep_interrupted()
         raise RunInterrupted(_interrupted_message(cfg, spec, state, kept)) from None
@@ -701,6 +783,10 @@ def build_parser():
     p.add_argument("--adversarial-epsilon", type=float, default=1.0)
     p.add_argument("--lst", action="store_true", help="Ladder Side-Tuning: frozen backbone, "
                                                       "train a small side network (lr 5e-3)")
+    p.add_argument("--strategy", choices=("mirrored", "multiworker"),
+                   help="tf.distribute: mirrored (all local GPUs) or multiworker (the cluster "
+                        "in TF_CONFIG; run the same command on every worker, worker 0 writes "
+                        "the outputs)")
     p.add_argument("--output", help="results folder (default clue_output/<task>)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--quiet", action="store_true")
@@ -723,7 +809,7 @@ def main(argv=None):
         mixed_precision=args.mixed_precision, xla=args.xla, bucket=args.bucket, rdrop=args.rdrop,
         rdrop_alpha=args.rdrop_alpha, adversarial=args.adversarial,
         adversarial_epsilon=args.adversarial_epsilon, lst=args.lst, output=args.output, seed=args.seed,
-        verbose=0 if args.quiet else 1, argv=argv)
+        verbose=0 if args.quiet else 1, strategy=args.strategy, argv=argv)
     try:
         _resolve(cfg)  # flag combinations and values: argparse-level errors (usage, exit 2)
     except D.ClueInputError as e:
