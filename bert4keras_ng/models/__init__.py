@@ -155,9 +155,11 @@ def build_transformer_model(
     Options: with_pool, with_nsp, with_mlm (True or an activation name), with_discriminator
         (ELECTRA), keep_tokens, compound_tokens, hierarchical_position, custom_position_ids,
         segment_vocab_size, shared_segment_embeddings, residual_attention_scores,
-        ignore_invalid_weights, layer_norm_cond (+ layer_norm_cond_hidden_size,
-        layer_norm_cond_hidden_act), additional_input_layers, sequence_length, prefix, name,
-        embedding_size, attention_head_size, attention_key_size, attention_normalization
+        ignore_invalid_weights (skip missing / mis-shaped variables), ignore_unused_variables
+        (drop checkpoint variables the model does not use), layer_norm_cond (+
+        layer_norm_cond_hidden_size, layer_norm_cond_hidden_act), additional_input_layers,
+        sequence_length, prefix, name, embedding_size, attention_head_size, attention_key_size,
+        attention_normalization
         ('softmax', 'softmax_plus', 'squared_relu'; the default is the family's),
         softmax_plus_clamp (16); GPT family: final_activation ('softmax'); T5: version (set
         from the string), with_lm, cross_position_bias; build option attention_caches
