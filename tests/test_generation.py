@@ -347,3 +347,6 @@ def test_unsupported_models_fail_clearly():
     m = tiny_model("bert", "lm", custom_position_ids=True)
     with pytest.raises(ValueError, match="custom_position_ids"):
         CachedModel(m)
+    m = tiny_model("bert", "lm")  # 64 learned positions
+    with pytest.raises(ValueError, match="exceeds the model's 64 learned positions"):
+        Generator(m, end_id=END, maxlen=60).greedy([[2, 5, 6, 7, 8]])
