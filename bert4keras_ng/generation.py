@@ -702,6 +702,7 @@ def _sample(logits, temperature, topk, topp, u):
     vocab = probs.shape[-1]
     k = vocab if topk is None else min(int(topk), vocab)
     probs, ids = ops.top_k(probs, k)  # sorted, most probable first
+    probs = probs / ops.sum(probs, axis=-1, keepdims=True)  # top-k renormalised before top-p
     if topp is not None:
         cumulative = ops.cumsum(probs, axis=-1)
         drop = ops.concatenate([ops.zeros_like(cumulative[:, :1], "bool"),
