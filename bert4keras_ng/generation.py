@@ -119,6 +119,7 @@ class CachedModel:
         self.cross_attention = []
         self.mask_kind = None
         self.cross_position = False
+        self.max_positions = float("inf")  # learned position table rows
         last_mixing = -1
         for i, node in enumerate(self.nodes):
             op = node.operation
@@ -148,6 +149,8 @@ class CachedModel:
             elif isinstance(op, (PositionEmbedding, SinusoidalPositionEmbedding)):
                 if op.custom_position_ids:
                     raise ValueError(f"CachedModel: {op.name!r} uses custom position ids.")
+                if isinstance(op, PositionEmbedding) and not op.hierarchical:
+                    self.max_positions = min(self.max_positions, op.input_dim)
                 last_mixing = i
             elif isinstance(op, RelativePositionEmbedding):
                 if id(ins[1]) not in dynamic:
@@ -454,6 +457,11 @@ class Generator:
             segments.append(s)
             contexts.append([np.asarray(c) for c, r in zip(p, roles) if r == "context"])
         length = max(len(t) for t in tokens)
+        if length + self.maxlen > self.cached.max_positions:
+            raise ValueError(
+                f"Generator: a prompt of {length} tokens plus maxlen={self.maxlen} exceeds the "
+                f"model's {self.cached.max_positions} learned positions; shorten the prompt or "
+                "maxlen.")
         if self.cached.cross_position:  # decoder slots = positions: no padding at all
             if min(len(t) for t in tokens) != length:
                 raise ValueError("Generator: this model's cross-attention position bias needs "
@@ -694,6 +702,7 @@ def _sample(logits, temperature, topk, topp, u):
     vocab = probs.shape[-1]
     k = vocab if topk is None else min(int(topk), vocab)
     probs, ids = ops.top_k(probs, k)  # sorted, most probable first
+    probs = probs / ops.sum(probs, axis=-1, keepdims=True)  # top-k renormalised before top-p
     if topp is not None:
         cumulative = ops.cumsum(probs, axis=-1)
         drop = ops.concatenate([ops.zeros_like(cumulative[:, :1], "bool"),

@@ -6,7 +6,7 @@ RoFormer checkpoint of examples/clue.py, written locally: no downloads. It loads
 with application='unilm', fine-tunes a few steps, then writes titles with the cached, compiled
 beam search (all prompts of a batch at once).
 
-    python examples/title_generation.py                  # the tiny demo (about a minute)
+    python examples/title_generation.py                  # the tiny demo (minutes on 2 CPU cores)
     python examples/title_generation.py --model roformer --config chinese_roformer/bert_config.json \
         --checkpoint chinese_roformer/bert_model.ckpt --vocab chinese_roformer/vocab.txt \
         --train csl_title_train.json --source title --target content --steps 20000 --lr 1e-5

@@ -218,8 +218,11 @@ def teacher_forced_logits(model, cached, prompt, continuation):
     return np.array(got), np.array(want), state
 
 
-@pytest.mark.parametrize("model,application", [("bert", "unilm"), ("nezha", "lm"),
-                                               ("gpt2", "lm")])
+@pytest.mark.parametrize("model,application", [
+    ("bert", "unilm"),
+    pytest.param("nezha", "lm", marks=pytest.mark.slow),
+    pytest.param("gpt2", "lm", marks=pytest.mark.slow),
+])
 def test_step_logits_match_full_recomputation(model, application):
     m = tiny_model(model, application)
     cached = CachedModel(m)
@@ -233,6 +236,7 @@ def test_step_logits_match_full_recomputation(model, application):
     assert actual == 2 * 1 * 11 * 2 * (8 + 8) * 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_step_logits_mixed_precision(policy):
     with dtype_policy(policy):
@@ -347,3 +351,6 @@ def test_unsupported_models_fail_clearly():
     m = tiny_model("bert", "lm", custom_position_ids=True)
     with pytest.raises(ValueError, match="custom_position_ids"):
         CachedModel(m)
+    m = tiny_model("bert", "lm")  # 64 learned positions
+    with pytest.raises(ValueError, match="exceeds the model's 64 learned positions"):
+        Generator(m, end_id=END, maxlen=60).greedy([[2, 5, 6, 7, 8]])
