@@ -20,7 +20,8 @@ path:
 
 A script counts as running when it exits with status 0 (``basic_simple_web_serving_simbert``:
 when its server is up). The scripts' own third-party packages (sympy, jieba, opencv, rouge,
-nltk, scipy, cchess, ...) must be importable by ``--python``. Results go to stdout and
+nltk, scipy, cchess, ...) must be importable by ``--python``; the ImageNet weights
+task_image_caption.py downloads are replaced by random ones under ``WORK/keras_home``. Results go to stdout and
 ``WORK/results.json``. The machine this runs on may be shared: the run takes tens of minutes.
 """
 
@@ -155,6 +156,23 @@ def write_coco(folder, texts):
                json.dumps({"images": images, "annotations": annotations}))
 
 
+def stand_in_imagenet_weights(keras_home):
+    """Random MobileNetV2 weights where Keras looks for the ImageNet download (this machine
+    has no internet; task_image_caption.py loads them)."""
+    path = os.path.join(keras_home, "models",
+                        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+    if os.path.exists(path):
+        return
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model = keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
 def tiny_checkpoints(folder):
     """{family: (config, checkpoint, vocab)} for the families the scripts load."""
     out = {name: ensure_tiny_checkpoint(os.path.join(folder, name), model=name)
@@ -230,12 +248,12 @@ MODES = {"renamed": rename_imports, "ported": lambda text: port_source(text)[0]}
 
 
 # ----- running ---------------------------------------------------------------------------------
-def run_script(python, folder, name, timeout):
+def run_script(python, folder, name, timeout, keras_home):
     stale = os.path.join(os.path.dirname(folder), "random_order.json")
     if os.path.exists(stale):  # written by a QA script over its own data, read by the others
         os.remove(stale)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+               TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", KERAS_HOME=keras_home)
     log_path = os.path.join(folder, name + ".log")
     start = time.time()
     with open(log_path, "w") as log:
@@ -282,6 +300,8 @@ def main(argv=None):
     data = os.path.join(work, "data")
     write_data(data, sample_texts())
     checkpoints = tiny_checkpoints(os.path.join(work, "checkpoints"))
+    keras_home = os.path.join(work, "keras_home")
+    stand_in_imagenet_weights(keras_home)
     results_path = os.path.join(work, "results.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     for mode in args.mode:
@@ -306,7 +326,7 @@ def main(argv=None):
                 if args.reuse_identical and same:
                     result = dict(results[same[0]][key], same_text_as=same[0])
                 else:
-                    result = run_script(args.python, folder, name, args.timeout)
+                    result = run_script(args.python, folder, name, args.timeout, keras_home)
                 results.setdefault(mode, {})[key] = result
                 print("%-8s %-52s %-4s %6.1fs %s" % (mode, group + "/" + name,
                                                      "ok" if result["ok"] else "FAIL",
