@@ -134,6 +134,26 @@ def write_data(data, texts):
     _write(os.path.join(data, "qipu.json"),
            jsonl({"fen": "", "items": {"棋局结果": str(r)}, "iccs": opening} for r in (2, 0, 1)))
     write_coco(os.path.join(data, "coco"), texts)
+    write_clue_data(os.path.join(data, "clue"))
+
+
+def write_clue_data(folder, keep=12):
+    """The package's CLUE sample data cut to ``keep`` examples per file (the scripts evaluate
+    and predict one example at a time)."""
+    for path in glob.glob(os.path.join(SAMPLE_DIR, "*", "*.json")):
+        target = os.path.join(folder, os.path.relpath(path, SAMPLE_DIR))
+        text = open(path, encoding="utf-8").read()
+        try:
+            document = json.loads(text)
+        except ValueError:  # JSON lines
+            rows = [line for line in text.splitlines() if line.strip()][:keep]
+            _write(target, "".join(row + "\n" for row in rows))
+            continue
+        if isinstance(document, list):
+            document = document[: keep // 2]
+        elif isinstance(document, dict) and isinstance(document.get("data"), list):
+            document = dict(document, data=document["data"][:2])
+        _write(target, json.dumps(document, ensure_ascii=False))
 
 
 def write_coco(folder, texts):
@@ -199,8 +219,8 @@ def tiny_checkpoints(folder):
 def data_paths(data):
     """Original path prefixes -> tiny data."""
     return [
-        ("/root/CLUE-master/baselines/CLUEdataset/", SAMPLE_DIR + "/"),
-        ("/root/clue/datasets/", SAMPLE_DIR + "/"),
+        ("/root/CLUE-master/baselines/CLUEdataset/", data + "/clue/"),
+        ("/root/clue/datasets/", data + "/clue/"),
         ("/root/qa_datasets/", data + "/qa/"),
         ("/root/kg/datasets/", data + "/kg/"),
         ("/root/thuctc/THUCNews/", data + "/thuctc/"),
@@ -285,7 +305,7 @@ def main(argv=None):
     parser.add_argument("--work", required=True)
     parser.add_argument("--mode", nargs="+", default=["renamed", "ported"], choices=MODES)
     parser.add_argument("--only", nargs="*", help="script names to run (default: all 44)")
-    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--timeout", type=float, default=1200)
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--reuse-identical", action="store_true",
                         help="a script whose text is the same in both modes is run once (the "
