@@ -129,7 +129,7 @@ def write_data(data, texts):
         tags[1], tags[2] = "B-LOC", "I-LOC"
         ner.append("\n".join("%s %s" % (c, g) for c, g in zip(t, tags) if c.strip()))
     for part in ("train", "dev", "test"):
-        _write(os.path.join(data, "ner/example.%s" % part), "\n\n".join(ner) + "\n")
+        _write(os.path.join(data, "ner/example.%s" % part), "\n\n".join(ner))
     opening = "h2e2h9g7b0c2b9c7"
     _write(os.path.join(data, "qipu.json"),
            jsonl({"fen": "", "items": {"棋局结果": str(r)}, "iccs": opening} for r in (2, 0, 1)))
