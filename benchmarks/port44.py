@@ -20,7 +20,8 @@ path:
 
 A script counts as running when it exits with status 0 (``basic_simple_web_serving_simbert``:
 when its server is up). The scripts' own third-party packages (sympy, jieba, opencv, rouge,
-nltk, scipy, cchess, ...) must be importable by ``--python``. Results go to stdout and
+nltk, scipy, cchess, ...) must be importable by ``--python``; the ImageNet weights
+task_image_caption.py downloads are replaced by random ones under ``WORK/keras_home``. Results go to stdout and
 ``WORK/results.json``. The machine this runs on may be shared: the run takes tens of minutes.
 """
 
@@ -128,11 +129,36 @@ def write_data(data, texts):
         tags[1], tags[2] = "B-LOC", "I-LOC"
         ner.append("\n".join("%s %s" % (c, g) for c, g in zip(t, tags) if c.strip()))
     for part in ("train", "dev", "test"):
-        _write(os.path.join(data, "ner/example.%s" % part), "\n\n".join(ner) + "\n")
+        _write(os.path.join(data, "ner/example.%s" % part), "\n\n".join(ner))
     opening = "h2e2h9g7b0c2b9c7"
     _write(os.path.join(data, "qipu.json"),
            jsonl({"fen": "", "items": {"棋局结果": str(r)}, "iccs": opening} for r in (2, 0, 1)))
     write_coco(os.path.join(data, "coco"), texts)
+    write_clue_data(os.path.join(data, "clue"))
+    # the iflytek examples save weights only when validation accuracy rises above 0: two
+    # labels, validation = training data, so that a tiny model can get there in one epoch
+    rows = jsonl({"id": i, "sentence": t, "label": str(i % 2)} for i, t in enumerate(texts[:8]))
+    for part in ("train", "dev", "test"):
+        _write(os.path.join(data, "iflytek2/%s.json" % part), rows)
+
+
+def write_clue_data(folder, keep=12):
+    """The package's CLUE sample data cut to ``keep`` examples per file (the scripts evaluate
+    and predict one example at a time)."""
+    for path in glob.glob(os.path.join(SAMPLE_DIR, "*", "*.json")):
+        target = os.path.join(folder, os.path.relpath(path, SAMPLE_DIR))
+        text = open(path, encoding="utf-8").read()
+        try:
+            document = json.loads(text)
+        except ValueError:  # JSON lines
+            rows = [line for line in text.splitlines() if line.strip()][:keep]
+            _write(target, "".join(row + "\n" for row in rows))
+            continue
+        if isinstance(document, list):
+            document = document[: keep // 2]
+        elif isinstance(document, dict) and isinstance(document.get("data"), list):
+            document = dict(document, data=document["data"][:2])
+        _write(target, json.dumps(document, ensure_ascii=False))
 
 
 def write_coco(folder, texts):
@@ -153,6 +179,23 @@ def write_coco(folder, texts):
             annotations.append({"image_id": i, "caption": "a picture number %d" % i})
         _write(os.path.join(folder, "annotations/captions_%s.json" % split),
                json.dumps({"images": images, "annotations": annotations}))
+
+
+def stand_in_imagenet_weights(keras_home):
+    """Random MobileNetV2 weights where Keras looks for the ImageNet download (this machine
+    has no internet; task_image_caption.py loads them)."""
+    path = os.path.join(keras_home, "models",
+                        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+    if os.path.exists(path):
+        return
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model = keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
 def tiny_checkpoints(folder):
@@ -181,8 +224,8 @@ def tiny_checkpoints(folder):
 def data_paths(data):
     """Original path prefixes -> tiny data."""
     return [
-        ("/root/CLUE-master/baselines/CLUEdataset/", SAMPLE_DIR + "/"),
-        ("/root/clue/datasets/", SAMPLE_DIR + "/"),
+        ("/root/CLUE-master/baselines/CLUEdataset/iflytek/", data + "/iflytek2/"),
+        ("/root/clue/datasets/", data + "/clue/"),
         ("/root/qa_datasets/", data + "/qa/"),
         ("/root/kg/datasets/", data + "/kg/"),
         ("/root/thuctc/THUCNews/", data + "/thuctc/"),
@@ -230,12 +273,12 @@ MODES = {"renamed": rename_imports, "ported": lambda text: port_source(text)[0]}
 
 
 # ----- running ---------------------------------------------------------------------------------
-def run_script(python, folder, name, timeout):
+def run_script(python, folder, name, timeout, keras_home):
     stale = os.path.join(os.path.dirname(folder), "random_order.json")
     if os.path.exists(stale):  # written by a QA script over its own data, read by the others
         os.remove(stale)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+               TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", KERAS_HOME=keras_home)
     log_path = os.path.join(folder, name + ".log")
     start = time.time()
     with open(log_path, "w") as log:
@@ -267,7 +310,7 @@ def main(argv=None):
     parser.add_argument("--work", required=True)
     parser.add_argument("--mode", nargs="+", default=["renamed", "ported"], choices=MODES)
     parser.add_argument("--only", nargs="*", help="script names to run (default: all 44)")
-    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--timeout", type=float, default=1200)
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--reuse-identical", action="store_true",
                         help="a script whose text is the same in both modes is run once (the "
@@ -282,6 +325,8 @@ def main(argv=None):
     data = os.path.join(work, "data")
     write_data(data, sample_texts())
     checkpoints = tiny_checkpoints(os.path.join(work, "checkpoints"))
+    keras_home = os.path.join(work, "keras_home")
+    stand_in_imagenet_weights(keras_home)
     results_path = os.path.join(work, "results.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     for mode in args.mode:
@@ -306,7 +351,7 @@ def main(argv=None):
                 if args.reuse_identical and same:
                     result = dict(results[same[0]][key], same_text_as=same[0])
                 else:
-                    result = run_script(args.python, folder, name, args.timeout)
+                    result = run_script(args.python, folder, name, args.timeout, keras_home)
                 results.setdefault(mode, {})[key] = result
                 print("%-8s %-52s %-4s %6.1fs %s" % (mode, group + "/" + name,
                                                      "ok" if result["ok"] else "FAIL",
