@@ -18,6 +18,7 @@ from bert4keras_ng.layers.pooling import (
     GlobalAveragePooling1D,
     GlobalMaxPooling1D,
 )
+from bert4keras_ng.layers.synthesizer import SynthesizerAttention
 
 __all__ = [
     "ConditionalRandomField",
@@ -38,4 +39,5 @@ __all__ = [
     "ScaleOffset",
     "Sinusoidal",
     "SinusoidalPositionEmbedding",
+    "SynthesizerAttention",
 ]
