@@ -175,3 +175,13 @@ def test_build_option_errors():
         _roformer(rerope_leaky=16)
     with pytest.raises(ValueError, match="logn_train_length"):
         _roformer(logn_train_length=1)
+
+
+@pytest.mark.parametrize("window,leaky", [(3, None), (2, 8), (N, None)])
+def test_single_query_decode_path_equals_the_full_path(window, leaky):
+    q = RNG.normal(size=(B, N, 2, DK)).astype("float32")
+    k = RNG.normal(size=(B, N, 2, DK)).astype("float32")
+    full = H.to_numpy(K.rerope_logits(q, k, ROPE, window, leaky))  # (b, h, n, n)
+    for i in range(N):
+        row = H.to_numpy(K.rerope_decode_logits(q[:, i:i + 1], k[:, :i + 1], i, window, leaky))
+        np.testing.assert_allclose(row[:, :, 0], full[:, :, i, :i + 1], atol=2e-5)
