@@ -36,17 +36,23 @@ class StopGradient(keras.layers.Layer):
 
 
 def backbone_taps(model, ladder_layers):
-    """``[Embedding-Dropout output, output of block (i+1)·skip − 1 for i < ladder_layers]``.
+    """``[embedding output, output of block (i+1)·skip − 1 for i < ladder_layers]``.
+
+    The embedding output is that of the last of ``Embedding-Norm`` / ``Embedding-Dropout`` /
+    ``Embedding-Mapping`` in the graph (``Embedding-Dropout`` for BERT; no dropout layer exists
+    at rate 0; RoFormerV2 normalises after its dropout).
 
     A block's output is the output of the last layer named ``Transformer-<n>-…``.
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"ladder_side_tuning: `model` must be a keras.Model; got {type(model)}.")
     names = [layer.name for layer in model.layers]
-    if "Embedding-Dropout" not in names:
+    # the embedding output: Embedding-Dropout, absent when the dropout rate is 0
+    found = [n for n in names if n in ("Embedding-Mapping", "Embedding-Dropout", "Embedding-Norm")]
+    if not found:
         raise ValueError(
-            f"ladder_side_tuning: model {model.name!r} has no 'Embedding-Dropout' layer "
-            "(build it with bert4keras_ng.models.build_transformer_model)."
+            f"ladder_side_tuning: model {model.name!r} has no 'Embedding-Dropout' / "
+            "'Embedding-Norm' layer (build it with bert4keras_ng.models.build_transformer_model)."
         )
     last = {}
     for layer in model.layers:
@@ -67,7 +73,7 @@ def backbone_taps(model, ladder_layers):
             f"depth); got {ladder_layers}."
         )
     skip = depth // ladder_layers
-    taps = [model.get_layer("Embedding-Dropout").output]
+    taps = [model.get_layer(found[-1]).output]  # the last of them in the graph
     taps += [last[(i + 1) * skip - 1].output for i in range(ladder_layers)]
     return taps
 

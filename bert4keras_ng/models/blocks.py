@@ -21,15 +21,25 @@ def residual(builder, x, y, name):
     return builder.apply_norm(y, name + "-Norm", builder.block_epsilon)
 
 
-def _attention_inputs(builder, xs, width):
+def _attention_inputs(builder, xs, width, index=None):
     """Append the attention mask and position tensor to the layer inputs; the call arguments."""
     arguments = {}
     mask = builder.compute_attention_bias()
     if builder.residual_attention_scores and builder.attention_scores is not None:
         mask = builder.attention_scores  # RealFormer: previous logits as an additive bias
+    hwfa = getattr(builder, "hwfa", None)
+    hwfa_last = hwfa is not None and index == builder.num_hidden_layers - 1
+    if hwfa is not None and not hwfa_last:  # HWFA: window attention in all but the last block
+        from bert4keras_ng.models.extrapolation import WindowMask
+
+        mask = builder.apply(xs[0] if mask is None else [xs[0], mask], WindowMask,
+                             window=hwfa[0], name="Attention-Window-Mask")
     if mask is not None:
         xs.append(mask)
         arguments["a_bias"] = True
+    if hwfa_last:  # full attention, no positions, log-n query scaling
+        arguments["position_options"] = dict(hwfa[1])
+        return xs, arguments
     position = builder.compute_position_bias(xs[0], width)
     if position is not None:
         xs.append(position)
@@ -45,7 +55,7 @@ def attention_block(builder, x, index):
     from bert4keras_ng.layers import FeedForward, MultiHeadAttention
 
     name = builder.block_name(index, "MultiHeadSelfAttention")
-    inputs, arguments = _attention_inputs(builder, [x, x, x], builder.attention_key_size)
+    inputs, arguments = _attention_inputs(builder, [x, x, x], builder.attention_key_size, index)
     y = builder.apply(
         inputs,
         MultiHeadAttention,
@@ -84,7 +94,7 @@ def gau_block(builder, x, index):
     from bert4keras_ng.layers import GatedAttentionUnit
 
     name = builder.block_name(index, "GatedAttentionUnit")
-    inputs, arguments = _attention_inputs(builder, [x], builder.attention_key_size)
+    inputs, arguments = _attention_inputs(builder, [x], builder.attention_key_size, index)
     y = builder.apply(
         inputs if len(inputs) > 1 else inputs[0],
         GatedAttentionUnit,
