@@ -1,4 +1,4 @@
-"""Ladder Side-Tuning (post 9138; Sung et al. 2022): a frozen backbone plus a small side Transformer.
+"""Ladder Side-Tuning (post 9138; Sung et al. 2022): frozen backbone plus a small side Transformer.
 
 ``ladder_side_tuning(model)`` freezes every layer of a built encoder and returns a Keras model
 with the same inputs whose output is the last hidden state of a side Transformer (hidden 128,
@@ -108,9 +108,10 @@ class _SideTransformer(BERT):
 def ladder_side_tuning(model, ladder_layers=None, hidden_size=128, num_attention_heads=4,
                        intermediate_size=512, hidden_act="gelu", dropout_rate=0.1,
                        prefix="Side-", name="LST"):
-    """Freeze ``model`` (in place) and return the LST model (see the module docstring).
+    """Ladder Side-Tuning (post 9138): freeze ``model`` in place, return backbone + side network.
 
-    ``ladder_layers=None`` means min(4, backbone depth).  Returns a ``keras.Model`` from ``model.inputs`` to the side network's last hidden states
+    ``ladder_layers=None`` means min(4, backbone depth).  Returns a ``keras.Model`` from
+    ``model.inputs`` to the side network's last hidden states
     (b, n, hidden_size), carrying the padding mask; put the task head on it.  Only the side
     network is trainable (``model.trainable`` is set to False).
     """

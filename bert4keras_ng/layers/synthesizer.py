@@ -27,7 +27,7 @@ SYNTHESIZER_KINDS = ("dense", "random", "dot")
 
 @register
 class SynthesizerAttention(keras.layers.Layer):
-    """Self-attention with synthetic (dense / random / factorised) and mixed logits.
+    """Synthesizer self-attention softmax(Σ_m α_m B_m)·XW_v, B dense / random / dot (2005.00743).
 
     call(x, mask=None): x (b, n, d) with n <= max_length; returns (b, n, out_dim or d).
     """
