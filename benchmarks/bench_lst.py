@@ -10,8 +10,9 @@ after ``--warmup`` warm-up steps (median reported):
 
 Peak memory is the accelerator's peak allocation during the training steps when a GPU is
 visible (tf.config.experimental.get_memory_info), else the process's peak resident memory
-(VmHWM: weights, optimizer state, XLA compilation and activations together; CPU).  The post claims LST is about 2× faster with far less
-memory; results are printed and, with ``--json``, written to a file.
+(VmHWM: weights, optimizer state, XLA compilation and activations together; CPU).  The post
+claims LST is about 2× faster with far less memory; results are printed and, with ``--json``,
+written to a file.
 
     python benchmarks/bench_lst.py [--batch 8] [--seq 128] [--steps 5] [--layers 12]
 """

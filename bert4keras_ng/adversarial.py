@@ -201,7 +201,7 @@ def virtual_adversarial_training(
     from_logits=False,
     seed=None,
 ):
-    """Virtual adversarial training on the embedding matrix (post 7466; Miyato et al. 2017).
+    """VAT ``KL(f(x) ‖ f(x + ε·û))`` on the embedding matrix, û by power iteration (post 7466).
 
     Replaces ``model.train_step`` (call after ``compile``; returns the model).  Each step:
 
@@ -229,7 +229,8 @@ def virtual_adversarial_training(
             f"virtual_adversarial_training: `iters` must be an integer >= 0; got {iters!r}."
         )
     if alpha is not None and float(alpha) < 0:
-        raise ValueError(f"virtual_adversarial_training: `alpha` must be >= 0 or None; got {alpha}.")
+        raise ValueError(
+            f"virtual_adversarial_training: `alpha` must be >= 0 or None; got {alpha}.")
     embeddings = embedding_matrix(model, embedding_name, "virtual_adversarial_training")
     eps, xi, iters = float(epsilon), float(xi), int(iters)
     seeds = keras.random.SeedGenerator(seed)

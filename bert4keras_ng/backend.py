@@ -412,6 +412,27 @@ def rerope_logits(q, k, table, window, leaky=None, base=10000, spec="bjhd,bkhd->
     return ops.where(r >= window, above, ops.where(r <= -window, below, inside))
 
 
+def rerope_decode_logits(q, k, query_position, window, leaky=None, base=10000,
+                         spec="bqhd,bkhd->bhqk"):
+    """One query's (Leaky) ReRoPE logits against cached **pre-RoPE** keys (post 9708).
+
+    A single score matrix suffices: the key j is rotated by −r′ (r′ the (Leaky) ReRoPE distance
+    of i − j, :func:`leaky_rerope_distances`) and the query stays unrotated, i.e.
+    q_iᵀ(R_{max(j−i, −w)} k_j) for ReRoPE.  Equals the row ``query_position`` of
+    :func:`rerope_logits`.  ``q`` (b, 1, [h,] d), ``k`` (b, n_k, [h,] d); keys are at positions
+    0..n_k − 1; ``spec`` as in :func:`rerope_logits` ("bqd,bkd->bqk" without heads).
+    """
+    window = float(window)
+    slope = 0.0 if leaky is None else 1.0 / float(leaky)
+    j = ops.arange(ops.shape(k)[1], dtype="float32")
+    r = ops.cast(query_position, "float32") - j
+    moved = ops.sign(r) * (window + (ops.abs(r) - window) * slope)
+    distance = ops.where(ops.abs(r) < window, r, moved)
+    k_rotated = apply_rotary_position_embeddings(
+        sinusoidal_embeddings(-distance, q.shape[-1], base), k)
+    return ops.einsum(spec, q, k_rotated)
+
+
 def log_n_query_scale(n, train_length, clip=True):
     """Per-position query factors log(i + 1)/log(train_length), (n,) float32 (post 9708).
 

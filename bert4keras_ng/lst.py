@@ -1,4 +1,4 @@
-"""Ladder Side-Tuning (post 9138; Sung et al. 2022): a frozen backbone plus a small side Transformer.
+"""Ladder Side-Tuning (post 9138; Sung et al. 2022): frozen backbone plus a small side Transformer.
 
 ``ladder_side_tuning(model)`` freezes every layer of a built encoder and returns a Keras model
 with the same inputs whose output is the last hidden state of a side Transformer (hidden 128,
@@ -36,17 +36,23 @@ class StopGradient(keras.layers.Layer):
 
 
 def backbone_taps(model, ladder_layers):
-    """``[Embedding-Dropout output, output of block (i+1)·skip − 1 for i < ladder_layers]``.
+    """``[embedding output, output of block (i+1)·skip − 1 for i < ladder_layers]``.
+
+    The embedding output is that of the last of ``Embedding-Norm`` / ``Embedding-Dropout`` /
+    ``Embedding-Mapping`` in the graph (``Embedding-Dropout`` for BERT; no dropout layer exists
+    at rate 0; RoFormerV2 normalises after its dropout).
 
     A block's output is the output of the last layer named ``Transformer-<n>-…``.
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"ladder_side_tuning: `model` must be a keras.Model; got {type(model)}.")
     names = [layer.name for layer in model.layers]
-    if "Embedding-Dropout" not in names:
+    # the embedding output: Embedding-Dropout, absent when the dropout rate is 0
+    found = [n for n in names if n in ("Embedding-Mapping", "Embedding-Dropout", "Embedding-Norm")]
+    if not found:
         raise ValueError(
-            f"ladder_side_tuning: model {model.name!r} has no 'Embedding-Dropout' layer "
-            "(build it with bert4keras_ng.models.build_transformer_model)."
+            f"ladder_side_tuning: model {model.name!r} has no 'Embedding-Dropout' / "
+            "'Embedding-Norm' layer (build it with bert4keras_ng.models.build_transformer_model)."
         )
     last = {}
     for layer in model.layers:
@@ -67,7 +73,7 @@ def backbone_taps(model, ladder_layers):
             f"depth); got {ladder_layers}."
         )
     skip = depth // ladder_layers
-    taps = [model.get_layer("Embedding-Dropout").output]
+    taps = [model.get_layer(found[-1]).output]  # the last of them in the graph
     taps += [last[(i + 1) * skip - 1].output for i in range(ladder_layers)]
     return taps
 
@@ -104,9 +110,10 @@ class _SideTransformer(BERT):
 def ladder_side_tuning(model, ladder_layers=None, hidden_size=128, num_attention_heads=4,
                        intermediate_size=512, hidden_act="gelu", dropout_rate=0.1,
                        prefix="Side-", name="LST"):
-    """Freeze ``model`` (in place) and return the LST model (see the module docstring).
+    """Ladder Side-Tuning (post 9138): freeze ``model`` in place, return backbone + side network.
 
-    ``ladder_layers=None`` means min(4, backbone depth).  Returns a ``keras.Model`` from ``model.inputs`` to the side network's last hidden states
+    ``ladder_layers=None`` means min(4, backbone depth).  Returns a ``keras.Model`` from
+    ``model.inputs`` to the side network's last hidden states
     (b, n, hidden_size), carrying the padding mask; put the task head on it.  Only the side
     network is trainable (``model.trainable`` is set to False).
     """

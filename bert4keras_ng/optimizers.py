@@ -1253,7 +1253,7 @@ class _ChildTuning:
 
 
 def extend_with_child_tuning(BaseOptimizer, name=None):
-    """Add ChildTuning-F (``child_tuning_rate=0.3`` keep probability, ``child_tuning_seed``)."""
+    """Add ChildTuning-F ``g ← g·M/p`` (post 8764): ``child_tuning_rate=0.3``, ``..._seed``."""
     return _extend(BaseOptimizer, name, "WithChildTuning", _ChildTuning)
 
 

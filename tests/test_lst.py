@@ -91,3 +91,13 @@ def test_lst_is_padding_invariant_and_saves(backbone, tmp_path):
     model.save(path)
     again = keras.saving.load_model(path)
     np.testing.assert_allclose(H.to_numpy(again(x)), out, atol=1e-6)
+
+
+@pytest.mark.parametrize("model,dropout", [("bert", 0.0), ("roformer_v2", 0.1)])
+def test_taps_find_the_embedding_output_without_dropout_or_after_it(model, dropout):
+    keras.utils.set_random_seed(0)
+    net = build_transformer_model(None, None, model=model, vocab_size=30, hidden_size=HB,
+                                  num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=32, hidden_act="gelu", dropout_rate=dropout)
+    first = lst.backbone_taps(net, 1)[0]._keras_history.operation.name
+    assert first == "Embedding-Norm"

@@ -146,7 +146,8 @@ def _roformer(model="roformer", **kwargs):
                   intermediate_size=16, hidden_act="gelu")
     if model == "gau_alpha":
         config.update(num_attention_heads=1, attention_key_size=4, hidden_act="swish")
-    return build_transformer_model(None, None, model=model, **config, **kwargs)
+    config.update(kwargs)
+    return build_transformer_model(None, None, model=model, **config)
 
 
 @pytest.mark.parametrize("model", ["roformer", "gau_alpha"])
@@ -175,3 +176,48 @@ def test_build_option_errors():
         _roformer(rerope_leaky=16)
     with pytest.raises(ValueError, match="logn_train_length"):
         _roformer(logn_train_length=1)
+
+
+@pytest.mark.parametrize("window,leaky", [(3, None), (2, 8), (N, None)])
+def test_single_query_decode_path_equals_the_full_path(window, leaky):
+    q = RNG.normal(size=(B, N, 2, DK)).astype("float32")
+    k = RNG.normal(size=(B, N, 2, DK)).astype("float32")
+    full = H.to_numpy(K.rerope_logits(q, k, ROPE, window, leaky))  # (b, h, n, n)
+    for i in range(N):
+        row = H.to_numpy(K.rerope_decode_logits(q[:, i:i + 1], k[:, :i + 1], i, window, leaky))
+        np.testing.assert_allclose(row[:, :, 0], full[:, :, i, :i + 1], atol=2e-5)
+
+
+def test_hwfa_windows_all_but_the_last_block_and_equals_an_explicit_band_mask():
+    import keras as _keras
+
+    from bert4keras_ng.layers import MultiHeadAttention as MHA  # noqa: F401
+
+    window = 2
+    model = _roformer(hwfa_window=window, num_hidden_layers=3)
+    model.set_weights([w * 25 if w.ndim == 2 else w for w in model.get_weights()])
+    ids = RNG.integers(1, 20, size=(2, 8))
+    feed = [ids, np.zeros_like(ids)]
+    emb = _keras.Model(model.inputs, model.get_layer("Embedding-Norm").output)  # no dropout
+    first = model.get_layer("Transformer-0-MultiHeadSelfAttention")
+    sub = _keras.Model(model.inputs, first.output)
+    got = np.asarray(sub.predict_on_batch(feed))
+    h = emb.predict_on_batch(feed)
+    n = ids.shape[1]
+    band = np.abs(np.arange(n)[:, None] - np.arange(n)[None]) < window
+    table = np_table(np.arange(n), 4)[None].astype("float32")
+    explicit = H.to_numpy(first([h, h, h, band, table], a_bias=True, p_bias="rotary"))
+    np.testing.assert_allclose(got, explicit, atol=1e-5)
+    # a token change reaches layer-0 outputs only inside the window; the last (full) layer sees it
+    changed = ids.copy()
+    changed[:, 0] = (changed[:, 0] % 19) + 1
+    other = np.asarray(sub.predict_on_batch([changed, np.zeros_like(ids)]))
+    np.testing.assert_allclose(other[:, window:], got[:, window:], atol=1e-6)
+    assert np.abs(other[:, 0] - got[:, 0]).max() > 1e-4
+    out = model.predict_on_batch(feed)
+    out2 = model.predict_on_batch([changed, np.zeros_like(ids)])
+    assert np.abs(out2[:, -1] - out[:, -1]).max() > 1e-4
+    last = model.get_layer("Transformer-2-MultiHeadSelfAttention")
+    assert len(last._inbound_nodes[0].input_tensors) == 3  # q, k, v: no position input
+    with pytest.raises(ValueError, match="hwfa_window"):
+        _roformer(hwfa_window=2, rerope_window=4)

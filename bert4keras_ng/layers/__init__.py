@@ -18,6 +18,7 @@ from bert4keras_ng.layers.pooling import (
     GlobalAveragePooling1D,
     GlobalMaxPooling1D,
 )
+from bert4keras_ng.layers.synthesizer import SynthesizerAttention
 
 __all__ = [
     "ConditionalRandomField",
@@ -38,6 +39,7 @@ __all__ = [
     "ScaleOffset",
     "Sinusoidal",
     "SinusoidalPositionEmbedding",
+    "SynthesizerAttention",
 ]
 
 # bert4keras compatibility: the `Loss` layer of bert4keras scripts (see bert4keras_ng.compat).

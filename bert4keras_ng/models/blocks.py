@@ -37,9 +37,9 @@ def pre_norm(builder, x, name, sublayer, norm_name=None):
     return _dropout_add(builder, x, sublayer(y, name), name)
 
 
-def _with_biases(builder, inputs, mask, position):
+def _with_biases(builder, inputs, mask, position, options=None):
     """Attention layer inputs with the mask and position tensors appended; the call arguments
-    that declare them (a_bias, p_bias and the builder's position_options)."""
+    that declare them (a_bias, p_bias, position_options)."""
     inputs, arguments = list(inputs), {}
     if mask is not None:
         inputs.append(mask)
@@ -47,12 +47,12 @@ def _with_biases(builder, inputs, mask, position):
     if position is not None:
         inputs.append(position)
         arguments["p_bias"] = builder.position_bias_kind
-        if builder.position_options:
-            arguments["position_options"] = builder.position_options
+    if options:
+        arguments["position_options"] = dict(options)
     return inputs, arguments
 
 
-def attention(builder, name, q, kv, mask=None, position=None, return_scores=False):
+def attention(builder, name, q, kv, mask=None, position=None, return_scores=False, options=None):
     """One MultiHeadAttention call with the builder's options (self- or cross-attention).
 
     ``position`` is the builder's position tensor (kind ``builder.position_bias_kind``). Caches
@@ -75,7 +75,7 @@ def attention(builder, name, q, kv, mask=None, position=None, return_scores=Fals
         v = builder.apply([caches[1], v], Concatenate1D, name=name + "-Cached-Value")
         if mask is not None:  # the cached positions are visible to every query
             mask = builder.apply([mask, caches[0]], CachedKeysMask, name=name + "-Cached-Mask")
-    inputs, arguments = _with_biases(builder, [q, k, v], mask, position)
+    inputs, arguments = _with_biases(builder, [q, k, v], mask, position, options)
     return builder.apply(
         inputs,
         MultiHeadAttention,
@@ -95,18 +95,30 @@ def attention(builder, name, q, kv, mask=None, position=None, return_scores=Fals
     )
 
 
-def _self_attention_bias(builder, x, width):
-    """The attention mask and position tensor of a self-attention (computed once per model)."""
+def _self_attention_bias(builder, x, width, index):
+    """The attention mask, position tensor and position_options of block ``index``'s
+    self-attention (mask and positions computed once per model). HWFA (``builder.hwfa``):
+    a window mask in all but the last block; the last one has no positions and log-n scaling."""
     mask = builder.compute_attention_bias()
     if builder.residual_attention_scores and builder.attention_scores is not None:
         mask = builder.attention_scores  # RealFormer: previous logits as an additive bias
-    return mask, builder.compute_position_bias(x, width)
+    hwfa = getattr(builder, "hwfa", None)
+    if hwfa is not None and index == builder.num_hidden_layers - 1:
+        return mask, None, hwfa[1]
+    if hwfa is not None:
+        from bert4keras_ng.models.extrapolation import WindowMask
+
+        mask = builder.apply(x if mask is None else [x, mask], WindowMask,
+                             window=hwfa[0], name="Attention-Window-Mask")
+    position = builder.compute_position_bias(x, width)
+    return mask, position, builder.position_options if position is not None else None
 
 
-def self_attention(builder, x, name):
+def self_attention(builder, x, name, index):
     """Self-attention over ``x`` with the model's mask and position scheme."""
-    mask, position = _self_attention_bias(builder, x, builder.attention_key_size)
-    y = attention(builder, name, x, x, mask, position, bool(builder.residual_attention_scores))
+    mask, position, options = _self_attention_bias(builder, x, builder.attention_key_size, index)
+    y = attention(builder, name, x, x, mask, position, bool(builder.residual_attention_scores),
+                  options)
     if builder.residual_attention_scores:
         y, builder.attention_scores = y
     return y
@@ -130,7 +142,7 @@ def attention_block(builder, x, index):
     """Post-norm self-attention then post-norm feed-forward (BERT, ALBERT, NEZHA, RoFormer(V2),
     ELECTRA, GPT)."""
     name = builder.block_name(index, "MultiHeadSelfAttention")
-    x = residual(builder, x, self_attention(builder, x, name), name)
+    x = residual(builder, x, self_attention(builder, x, name, index), name)
     name = builder.block_name(index, "FeedForward")
     return residual(builder, x, feed_forward(builder, x, name), name)
 
@@ -138,7 +150,7 @@ def attention_block(builder, x, index):
 def pre_norm_block(builder, x, index):
     """Pre-norm self-attention then pre-norm feed-forward (GPT2, T5 encoder)."""
     x = pre_norm(builder, x, builder.block_name(index, "MultiHeadSelfAttention"),
-                 lambda y, name: self_attention(builder, y, name))
+                 lambda y, name: self_attention(builder, y, name, index))
     return pre_norm(builder, x, builder.block_name(index, "FeedForward"),
                     lambda y, name: feed_forward(builder, y, name))
 
@@ -147,7 +159,7 @@ def gpt2_ml_block(builder, x, index):
     """Self-attention → Dropout → Add (no norm), then Norm-0 → FFN → Dropout → Add with the
     un-normalised sum → Norm-1 (GPT2_ML)."""
     name = builder.block_name(index, "MultiHeadSelfAttention")
-    x = _dropout_add(builder, x, self_attention(builder, x, name), name)
+    x = _dropout_add(builder, x, self_attention(builder, x, name, index), name)
     name = builder.block_name(index, "FeedForward")
     x = pre_norm(builder, x, name, lambda y, n: feed_forward(builder, y, n), name + "-Norm-0")
     return builder.apply_norm(x, name + "-Norm-1", builder.block_epsilon)
@@ -162,7 +174,7 @@ def cross_attention_block(builder, x, context, index):
         return attention(builder, name, y, context, position=position)
 
     x = pre_norm(builder, x, builder.block_name(index, "MultiHeadSelfAttention"),
-                 lambda y, name: self_attention(builder, y, name))
+                 lambda y, name: self_attention(builder, y, name, index))
     x = pre_norm(builder, x, builder.block_name(index, "MultiHeadCrossAttention"), cross)
     return pre_norm(builder, x, builder.block_name(index, "FeedForward"),
                     lambda y, name: feed_forward(builder, y, name))
@@ -173,8 +185,8 @@ def gau_block(builder, x, index):
     from bert4keras_ng.layers import GatedAttentionUnit
 
     name = builder.block_name(index, "GatedAttentionUnit")
-    mask, position = _self_attention_bias(builder, x, builder.attention_key_size)
-    inputs, arguments = _with_biases(builder, [x], mask, position)
+    mask, position, options = _self_attention_bias(builder, x, builder.attention_key_size, index)
+    inputs, arguments = _with_biases(builder, [x], mask, position, options)
     y = builder.apply(
         inputs if len(inputs) > 1 else inputs[0],
         GatedAttentionUnit,

@@ -18,8 +18,8 @@ from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.models import blocks, mappings
 from bert4keras_ng.models import config as model_config
 from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
+from bert4keras_ng.models.extrapolation import hwfa_option, length_extrapolation_options
 from bert4keras_ng.models.inputs import TransformerModel
-from bert4keras_ng.models.extrapolation import length_extrapolation_options
 
 REQUIRED_CONFIG_KEYS = (
     "vocab_size",
@@ -178,6 +178,7 @@ class Transformer:
             self.attention_normalization = attention_normalization
         self.softmax_plus_clamp = softmax_plus_clamp
         self.position_options = length_extrapolation_options(self.position, kwargs)
+        self.hwfa = hwfa_option(self.position, kwargs, self.max_position)
         if application in ("lm", "unilm"):
             self.with_mlm = self.with_mlm or True
         self.attention_bias = None
