@@ -177,6 +177,14 @@ class HFReader:
     # torch.load), so reads cannot fail half way: the loader may read lazily
     validated = True
 
+    @property
+    def ignorable(self):
+        """fnmatch patterns of stored tensors no model of ours uses (tied copies, fixed tables,
+        buffers): :data:`bert4keras_ng.models.hf_mappings.IGNORED`."""
+        from bert4keras_ng.models.hf_mappings import IGNORED
+
+        return IGNORED
+
     def __init__(self, folder):
         self.folder = os.fspath(folder)
         self.config = read_hf_config(self.folder)

@@ -290,7 +290,7 @@ def test_layer_norm_eps_is_honoured(tmp_path):
 
 
 def test_unused_blocks_fail_the_load():
-    with pytest.raises(CheckpointMismatchError, match=r"encoder\.layer\.1\..*num_hidden_layers"):
+    with pytest.raises(CheckpointMismatchError, match=r"(?s)encoder\.layer\.1\..*num_hidden_layers"):
         build_transformer_model(checkpoint_path=os.path.join(FOLDERS, "bert"), num_hidden_layers=1)
 
 

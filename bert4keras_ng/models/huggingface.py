@@ -7,7 +7,6 @@ the family's Hugging Face table (the same walk as loading) and writes an atomic 
 ``transformers.AutoModel.from_pretrained`` loads.
 """
 
-import fnmatch
 import os
 import warnings
 
@@ -244,24 +243,6 @@ def from_hf_config(config, folder):
     if eps is not None:
         attributes = {"embedding_epsilon": eps, "block_epsilon": eps, "mlm_epsilon": eps}
     return kwargs, attributes
-
-
-def check_all_used(builder, reader, entries):
-    """Names in the folder that neither load into the model nor are known to be ignorable.
-
-    Returns a list of problem lines (empty when everything is accounted for): the remaining
-    weights of layers the model lacks (e.g. more blocks than ``num_hidden_layers``).
-    """
-    used = {hf_io.split_view(name)[0] for _, _, name, _, _ in entries}
-    unused_stacks = getattr(builder, "hf_unused_prefixes", ())
-    left = []
-    for name in reader.names():
-        if name in used or any(fnmatch.fnmatchcase(name, p) for p in hf_mappings.IGNORED):
-            continue
-        if name.startswith(hf_mappings.HEADS) or (unused_stacks and name.startswith(unused_stacks)):
-            continue  # a pretraining head the user did not ask for, the other T5 stack
-        left.append(name)
-    return left
 
 
 # ---- export ------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ class T5_Encoder(T5_Base):
     """T5 encoder: Encoder-Input-Token → hidden states (b, n, H)."""
 
     block_prefix = "Encoder-"
-    hf_unused_prefixes = ("decoder.", "lm_head.")  # a full model's folder: the other stack
+    # a full model's checkpoint (TF1) or folder (Hugging Face) also holds the other stack
+    other_stack = ("decoder/*", "decoder.*", "lm_head.*")
 
     def get_inputs(self):
         return [self.token_inputs("Encoder-Input-Token")]
@@ -85,7 +86,7 @@ class T5_Decoder(T5_Base):
     """T5 decoder: [Input-Context (b, n_enc, H), Decoder-Input-Token] → token probabilities."""
 
     block_prefix = "Decoder-"
-    hf_unused_prefixes = ("encoder.",)
+    other_stack = ("encoder/*", "encoder.*")
     causal_relative_position = True
 
     def __init__(self, with_lm=True, cross_position_bias=True, **kwargs):

@@ -86,6 +86,7 @@ class Transformer:
         compound_tokens=None,
         residual_attention_scores=False,
         ignore_invalid_weights=False,
+        ignore_unused_variables=False,
         layers=None,
         prefix=None,
         name=None,
@@ -125,6 +126,7 @@ class Transformer:
         self.compound_tokens = None if not compound_tokens else list(compound_tokens)
         self.residual_attention_scores = residual_attention_scores
         self.ignore_invalid_weights = ignore_invalid_weights
+        self.ignore_unused_variables = ignore_unused_variables
         self.layers = {} if layers is None else layers
         self.prefix = prefix or ""
         self.name = name
@@ -245,6 +247,7 @@ class Transformer:
         self.input = self.inputs[0] if len(self.inputs) == 1 else self.inputs
         self.output = self.outputs[0] if len(self.outputs) == 1 else self.outputs
         self.model = keras.Model(self.input, self.output, name=self.name)
+        self._check_weight_coverage()
         self.built = True
         return self.model
 
@@ -254,6 +257,29 @@ class Transformer:
         for index in range(self.num_hidden_layers):
             x = self.apply_main_layers(x, index)
         return self.apply_final_layers(x)
+
+    def _check_weight_coverage(self):
+        """Refuse a build that creates a trainable weight which neither the checkpoint table
+        covers nor ``mappings.NOT_FROM_CHECKPOINT`` declares: loading would leave it random and
+        saving would drop it."""
+        covered = {id(weight) for _, weight, _, _, _ in self.checkpoint_entries()}
+        uncovered = []
+        for layer in self.layers.values():
+            if not isinstance(layer, keras.layers.Layer):  # the Input tensors
+                continue
+            for relative, weight in _weights_by_name(layer).items():
+                if not weight.trainable or id(weight) in covered:
+                    continue
+                if not mappings.matches(layer.name + "/" + relative, mappings.NOT_FROM_CHECKPOINT):
+                    uncovered.append("%s/%s %s" % (layer.name, relative, tuple(weight.shape)))
+        if uncovered:
+            raise ValueError(
+                "%s cannot be built with these options: weight(s) %s have no entry in its "
+                "checkpoint table, so loading a checkpoint would leave them random and "
+                "save_weights_as_checkpoint would drop them. Change the options (e.g. "
+                "embedding_size = hidden_size) or add the entries to the family's table."
+                % (_model_label(self), ", ".join(uncovered))
+            )
 
     def get_inputs(self):
         shape = (self.sequence_length,)
@@ -607,13 +633,14 @@ class Transformer:
         Raises CheckpointMismatchError (or warns with ignore_invalid_weights) before anything
         is read except the vocabulary tables that keep_tokens / compound_tokens transform.
         """
-        plan, missing, mismatched = [], [], []
+        plan, missing, mismatched, used = [], [], [], set()
         select = self.keep_tokens is not None or bool(self.compound_tokens)
         entries = self.checkpoint_entries(mapping, table=self.table_for(reader))
         for layer_name, weight, name, transposed, vocabulary in entries:
             if name not in reader:
                 missing.append((layer_name, name))
                 continue
+            used.add(name.split("|", 1)[0])  # a view ('w|split=...') uses the stored 'w'
             want = tuple(weight.shape)
             if vocabulary is not None and select:  # the transform defines the shape: apply it now
                 array = reader.read(name)
@@ -631,23 +658,25 @@ class Transformer:
                 mismatched.append((layer_name, name, got, want))
                 continue
             plan.append((weight, value))
-        problems = []
-        if getattr(reader, "format", None) == "huggingface":
-            problems.extend(self._hf_unused_message(reader, entries))
+        invalid = []
         if missing:
-            problems.append(self._missing_message(reader, missing))
+            invalid.append(self._missing_message(reader, missing))
         if mismatched:
-            problems.append(self._mismatch_message(reader, mismatched))
-        if problems:
-            if self.ignore_invalid_weights:
-                warnings.warn(
-                    "ignore_invalid_weights=True, skipping:\n" + "\n".join(problems), stacklevel=3
-                )
-            else:
-                raise CheckpointMismatchError(
-                    "\n".join(problems)
-                    + "\nNothing was loaded. Pass ignore_invalid_weights=True to skip these variables."
-                )
+            invalid.append(self._mismatch_message(reader, mismatched))
+        unused = self._unused_variables(reader, used)
+        unused = [self._unused_message(reader, unused)] if unused else []
+        skip_unused = self.ignore_unused_variables or self.ignore_invalid_weights
+        if (invalid and not self.ignore_invalid_weights) or (unused and not skip_unused):
+            hints = []
+            if invalid:
+                hints.append("ignore_invalid_weights=True to skip the missing or mis-shaped variables")
+            if unused:
+                hints.append("ignore_unused_variables=True to load anyway and drop the unused ones")
+            raise CheckpointMismatchError(
+                "\n".join(invalid + unused) + "\nNothing was loaded. Pass " + ", or ".join(hints) + "."
+            )
+        if invalid or unused:
+            warnings.warn("Loading anyway, skipping:\n" + "\n".join(invalid + unused), stacklevel=3)
         return plan
 
     def build_from_checkpoint(self, checkpoint, mapping=None, **build_options):
@@ -693,19 +722,6 @@ class Transformer:
             )
         return self.hf_table
 
-    def _hf_unused_message(self, reader, entries):
-        from bert4keras_ng.models.huggingface import check_all_used
-
-        left = check_all_used(self, reader, entries)
-        if not left:
-            return []
-        return [
-            "%s holds %d weight(s) %s does not use: %s%s (more blocks than num_hidden_layers, "
-            "or a different architecture?)"
-            % (reader.describe(), len(left), _model_label(self), ", ".join(left[:8]),
-               " ..." if len(left) > 8 else "")
-        ]
-
     def save_weights_as_huggingface(self, folder, vocab=None, dtype="float32"):
         """Write a Hugging Face folder (config.json, model.safetensors, vocab.txt when ``vocab``
         is given) that ``transformers.AutoModel.from_pretrained(folder)`` loads; atomic."""
@@ -728,6 +744,47 @@ class Transformer:
         if len(missing) > 12:
             lines.append("  ... and %d more" % (len(missing) - 12))
         guesses = [m for m in guess_models(reader) if m != getattr(self, "model_name", None)]
+        if guesses:
+            lines.append(
+                "The checkpoint looks like model=%s; check the model= argument."
+                % " or ".join(repr(m) for m in guesses)
+            )
+        return "\n".join(lines)
+
+    def _unused_variables(self, reader, used):
+        """Checkpoint variables the model neither uses nor may ignore (optimizer slots, the
+        pretraining heads, tables of layers an option left out; see ``mappings.IGNORABLE``)."""
+        patterns = [p.replace("{scope}", self.scope) for p in mappings.IGNORABLE]
+        patterns += list(getattr(reader, "ignorable", ()))  # a reader's own known families
+        patterns += list(getattr(self, "other_stack", ()))  # T5 encoder / decoder alone
+        table = self.table_for(reader)
+        optional = set()
+        for key in mappings.OPTIONAL_LAYERS:
+            if key in table and self.prefixed(key) not in self.layers:
+                for spec in table[key].values():
+                    optional.add(mappings.parse(_fill(spec, None, self.scope))[0].split("|", 1)[0])
+        return [
+            name
+            for name in reader.names()
+            if name not in used and name not in optional and not mappings.matches(name, patterns)
+        ]
+
+    def _unused_message(self, reader, unused):
+        lines = [
+            "%s has %d variable(s) that %s does not use (loading would silently drop them):"
+            % (reader.describe(), len(unused), _model_label(self))
+        ]
+        for name in unused[:12]:
+            lines.append("  %s %s" % (name, tuple(reader.shape(name))))
+        if len(unused) > 12:
+            lines.append("  ... and %d more" % (len(unused) - 12))
+        depth = [int(m.group(1)) for m in map(_LAYER_INDEX.search, unused) if m]
+        if depth and max(depth) >= self.num_hidden_layers:
+            lines.append(
+                "The checkpoint has blocks up to layer_%d but num_hidden_layers=%d: check the "
+                "config." % (max(depth), self.num_hidden_layers)
+            )
+        guesses = [m for m in guess_models(reader) if _registry()[m] is not type(self)]
         if guesses:
             lines.append(
                 "The checkpoint looks like model=%s; check the model= argument."
@@ -833,6 +890,17 @@ def _check_caches(caches):
                 "tensors, got %r." % (name, pair)
             )
     return {name: tuple(pair) for name, pair in caches.items()}
+
+
+# a block index in a TF1 name (layer_3/) or a Hugging Face one (layer.3. / block.3. / h.3.)
+_LAYER_INDEX = re.compile(r"(?:layer_|layer\.|block\.|\bh\.)(\d+)[/.]")
+
+
+def _registry():
+    """The model registry {name: class} (imported late: the registry imports this module)."""
+    from bert4keras_ng.models import MODELS
+
+    return MODELS
 
 
 def _fill(template, index, scope):
