@@ -15,7 +15,18 @@ from bert4keras_ng.models import CheckpointMismatchError, build_transformer_mode
 from tests.generative_cases import ATOL, CASES, build_case, paths, real_error, valid_positions
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+def fast(names, everything):
+    """Parameters where only ``names`` run in the default suite, the rest marked slow."""
+    return [pytest.param(n, marks=() if n in names else pytest.mark.slow) for n in everything]
+
+
+# one case per family and feature in the fast suite
+FAST = {"gpt_lm", "gpt_unilm", "gpt2_conditional_ln", "gpt2_keep_tokens_linear", "gpt2_ml_lm",
+        "t5.1.0_full_keep_tokens", "t5.1.1_decoder_cross_caches", "t5.1.1_decoder_options",
+        "mt5.1.1_full_keep_tokens", "mt5.1.1_encoder"}
+
+
+@pytest.mark.parametrize("name", fast(FAST, sorted(CASES)))
 def test_matches_bert4keras(name):
     builder, feed, expected = build_case(name)
     record = CASES[name]
@@ -42,7 +53,7 @@ FULL = {"gpt": "gpt", "gpt2": "gpt2", "gpt2_ml": "gpt2_ml", "t5.1.0": "t5", "t5.
         "mt5.1.1": "mt5.1.1"}
 
 
-@pytest.mark.parametrize("family", sorted(COUNTS))
+@pytest.mark.parametrize("family", fast({"gpt2", "mt5.1.1"}, sorted(COUNTS)))
 def test_save_then_load_is_bit_exact(tmp_path, family):
     config, checkpoint = paths(family)
     builder = build_transformer_model(config, checkpoint, model=FULL[family], return_keras_model=False)
@@ -78,7 +89,7 @@ def test_keep_tokens_slice_the_t5_lm_kernel_columns():
 
 @pytest.mark.parametrize(
     "family, wrong, hint",
-    [("mt5.1.1", "t5.1.1", "mt5.1.1"), ("t5.1.1", "t5", "t5.1.1"), ("gpt2", "gpt", "gpt2"),
+    [("mt5.1.1", "t5.1.1", "mt5.1.1"), ("t5.1.1", "mt5.1.1", "t5.1.1"), ("gpt2", "gpt", "gpt2"),
      ("gpt2_ml", "gpt2", "gpt2_ml")],
 )
 def test_wrong_model_string_names_missing_variables_and_hints_the_right_one(family, wrong, hint):
@@ -90,7 +101,7 @@ def test_wrong_model_string_names_missing_variables_and_hints_the_right_one(fami
 
 # ---- the T5 builder: encoder, decoder and model share one set of layers -----------------------
 
-@pytest.mark.parametrize("version", ["t5.1.0", "t5.1.1", "mt5.1.1"])
+@pytest.mark.parametrize("version", fast({"mt5.1.1"}, ["t5.1.0", "t5.1.1", "mt5.1.1"]))
 def test_t5_encoder_and_decoder_of_the_full_builder(version):
     builder, feed, expected = build_case(version + "_full")
     _, enc_feed, enc_expected = build_case(version + "_encoder")
@@ -118,7 +129,7 @@ def test_t5_encoder_and_decoder_of_the_full_builder(version):
 HF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "models_hf_gen")
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "t5.1.0", "t5.1.1", "mt5.1.1"])
+@pytest.mark.parametrize("kind", fast({"gpt2", "mt5.1.1"}, ["gpt2", "t5.1.0", "t5.1.1", "mt5.1.1"]))
 def test_matches_hugging_face(kind):
     data = np.load(os.path.join(HF, kind + ".npz"))
     config, checkpoint = os.path.join(HF, kind, "config.json"), os.path.join(HF, kind, "model.ckpt")
@@ -158,6 +169,12 @@ def test_t5_rejects_lm_and_unilm_applications(model):
         build_transformer_model(model=model, application="lm", **TINY)
 
 
+@pytest.mark.parametrize("model, act", [("t5", ["gelu", "linear"]), ("t5.1.1", "gelu"), ("mt5.1.1_decoder", "relu")])
+def test_t5_version_and_feed_forward_kind_must_agree(model, act):
+    with pytest.raises(ValueError, match="t5.1.0 has one feed-forward branch"):
+        build_transformer_model(model=model, **dict(TINY, hidden_act=act))
+
+
 def test_token_only_gpts_reject_unilm_and_version_is_checked():
     with pytest.raises(ValueError, match="segment_vocab_size > 0"):
         build_transformer_model(model="gpt2_ml", application="unilm", **TINY)
@@ -173,10 +190,12 @@ def test_gpt_is_causal_and_version_follows_the_string():
     assert [i.name for i in gpt2.inputs] == ["Input-Token"]
     for name, version in (("t5", "t5.1.0"), ("t5_encoder", "t5.1.0"), ("t5.1.1_decoder", "t5.1.1"),
                           ("mt5.1.1", "mt5.1.1")):
-        builder = build_transformer_model(model=name, return_keras_model=False, **TINY)
+        act = "gelu" if version == "t5.1.0" else ["gelu", "linear"]
+        builder = build_transformer_model(model=name, return_keras_model=False, **dict(TINY, hidden_act=act))
         assert builder.version == version
     # 't5' lets an explicit version stand, as in bert4keras
-    assert build_transformer_model(model="t5", version="t5.1.1", return_keras_model=False, **TINY).version == "t5.1.1"
+    gated = dict(TINY, hidden_act=["gelu", "linear"])
+    assert build_transformer_model(model="t5", version="t5.1.1", return_keras_model=False, **gated).version == "t5.1.1"
 
 
 REFERENCE_PYTHON = os.environ.get("BERT4KERAS_REFERENCE_PYTHON", "/work/refvenv/bin/python")
@@ -219,3 +238,23 @@ def test_bert4keras_loads_what_we_write(tmp_path, family):
     theirs = np.load(tmp_path / "theirs.npy")
     valid = valid_positions({"token_ids" if family.startswith("gpt") else "decoder_token_ids": inputs[-1]})
     assert real_error(ours, theirs, valid) <= ATOL
+
+
+def test_t5_with_a_condition_takes_it_once_and_composes():
+    """layer_norm_cond on T5: the full model takes the condition once; it equals its decoder
+    run on its encoder's output (both conditioned)."""
+    condition = keras.Input(shape=(8,), name="Input-Condition")
+    builder = build_transformer_model(model="t5.1.1", layer_norm_cond=condition,
+                                      additional_input_layers=condition, return_keras_model=False,
+                                      **dict(TINY, hidden_act=["gelu", "linear"]))
+    assert [i.name for i in builder.model.inputs] == ["Encoder-Input-Token", "Input-Condition", "Decoder-Input-Token"]
+    rng = np.random.default_rng(1)
+    for w in builder.model.weights:  # the condition projections start at zero: make them matter
+        w.assign(rng.standard_normal(w.shape).astype("float32") * 0.3 + keras.ops.convert_to_numpy(w))
+    enc, dec = np.array([[3, 4, 7, 9]], "int32"), np.array([[0, 5, 2]], "int32")
+    z = rng.standard_normal((1, 8)).astype("float32")
+    whole = keras.ops.convert_to_numpy(builder.model([enc, z, dec]))
+    context = keras.ops.convert_to_numpy(builder.encoder([enc, z]))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(builder.decoder([context, dec, z])), whole, atol=1e-6)
+    other = keras.ops.convert_to_numpy(builder.model([enc, z + 1.0, dec]))
+    assert np.abs(other - whole).max() > 1e-4

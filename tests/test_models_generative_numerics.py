@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from bert4keras_ng.models import build_transformer_model
+from bert4keras_ng.models.auxiliary import CachedKeysMask, Concatenate1D
 from tests import helpers as H
 from tests.generative_cases import CASES, build_case, paths, real_error, valid_positions
 
@@ -46,7 +47,7 @@ def test_mixed_precision_is_finite_and_close_to_float32(name, policy):
         assert err <= tolerance, "%s under %s: scaled error %.3g" % (name, policy, err)
 
 
-@pytest.mark.parametrize("name", fast({"gpt2_ml_lm", "t5.1.1_full"}, LM_CASES))
+@pytest.mark.parametrize("name", fast({"gpt2_ml_lm", "mt5.1.1_decoder"}, LM_CASES + ["t5.1.1_decoder_cross_caches"]))
 def test_jit_compile_equals_eager(name):
     builder, feed, _ = build_case(name)
     inputs = feed_list(name, feed)
@@ -57,7 +58,7 @@ def test_jit_compile_equals_eager(name):
         assert real_error(a, b, valid_positions(feed)) <= 1e-5, name
 
 
-@pytest.mark.parametrize("name", fast({"gpt_lm", "t5.1.1_full"}, LM_CASES + ["t5.1.1_decoder_options"]))
+@pytest.mark.parametrize("name", fast({"gpt_lm", "t5.1.1_full", "t5.1.1_decoder_cross_caches"}, LM_CASES + ["t5.1.1_decoder_options", "t5.1.1_decoder_cross_caches", "gpt_unilm"]))
 def test_keras_save_load_round_trip(tmp_path, name):
     builder, feed, _ = build_case(name)
     inputs = feed_list(name, feed)
@@ -164,3 +165,28 @@ def test_attention_caches_errors():
                                 attention_caches={"Encoder-Transformer-0-MultiHeadSelfAttention": [k_in, k_in]})
     with pytest.raises(ValueError, match=r"pair \[k_cache, v_cache\]"):
         build_transformer_model(config, model="t5.1.1_encoder", attention_caches={"x": k_in})
+
+
+def test_concatenate1d_layer_battery():
+    """Sequence-axis concatenation; an input without a mask counts as all valid."""
+    rng = np.random.default_rng(0)
+    cache = rng.standard_normal((2, 3, 4)).astype("float32")
+    x = rng.standard_normal((2, 5, 4)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    out = H.check_layer(Concatenate1D, [cache, x], masks=[None, mask], expected_output_shape=(2, 8, 4))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), np.concatenate([cache, x], 1))
+    layer = Concatenate1D()
+    joined = keras.ops.convert_to_numpy(layer.compute_mask([cache, x], [None, mask]))
+    np.testing.assert_array_equal(joined, np.concatenate([np.ones((2, 3), bool), mask], 1))
+    H.check_padding_invariance(lambda xs: layer(xs, mask=[None, mask])[:, 3:], [cache, x], mask)
+
+
+def test_cached_keys_mask_layer_battery():
+    """[mask (b|1, n_q, n_k), cache (b, m, d)] -> m visible columns in front of the mask."""
+    mask = np.tril(np.ones((4, 4), bool))[None]
+    cache = np.zeros((2, 3, 5), "float32")
+    H.check_config_round_trip(CachedKeysMask, [mask, cache])
+    H.check_saving(CachedKeysMask, [mask, cache])
+    H.check_jit(CachedKeysMask, [mask, cache])
+    out = keras.ops.convert_to_numpy(CachedKeysMask()([mask, cache]))
+    np.testing.assert_array_equal(out, np.concatenate([np.ones((1, 4, 3), bool), mask], -1))

@@ -76,7 +76,7 @@ class Concatenate1D(keras.layers.Layer):
     """Concatenation along the sequence axis whose mask treats an input without a mask as all
     valid (Keras' Concatenate rejects a mix); joins attention caches to keys and values."""
 
-    def call(self, inputs):
+    def call(self, inputs, mask=None):
         return ops.concatenate(inputs, axis=1)
 
     def compute_mask(self, inputs, mask=None):

@@ -63,6 +63,9 @@ NOT_FROM_CHECKPOINT = (
     "*-Norm/hidden_dense/*",
     "*-Norm/gamma_dense/*",
     "*-Norm/beta_dense/*",
+    "*-Norm-[01]/hidden_dense/*",  # GPT2_ML's FeedForward-Norm-0 / -Norm-1
+    "*-Norm-[01]/gamma_dense/*",
+    "*-Norm-[01]/beta_dense/*",
 )
 
 

@@ -31,6 +31,7 @@ class T5_Base(Transformer):
     segment_input = False
     embedding_norm = False
     block = "pre_norm"
+    ignorable = ("*_slot_*",)  # Mesh-TensorFlow Adafactor slots (``.../q_slot_vc``, ...)
     signatures = {
         "t5.1.0": ((_BLOCK0 + "DenseReluDense/wi/kernel",), ()),
         "t5.1.1": ((_BLOCK0 + "DenseReluDense/wi_0/kernel", _BLOCK0 + "layer_norm/scale"), ()),
@@ -51,6 +52,14 @@ class T5_Base(Transformer):
         self.table = mappings.t5(version)
         self.signature = self.signatures[version]
         super().__init__(**kwargs)
+        gated = isinstance(self.hidden_act, (list, tuple))
+        if gated != (version != "t5.1.0"):
+            raise ValueError(
+                "T5 version %r with hidden_act=%r: t5.1.0 has one feed-forward branch (wi, e.g. "
+                "'relu'), t5.1.1 / mt5.1.1 the gated pair (wi_0, wi_1: a list such as "
+                "['gelu', 'linear']); check the model= string and the config's hidden_act."
+                % (version, self.hidden_act)
+            )
 
     @property
     def hf_table(self):  # Hugging Face T5ForConditionalGeneration names
@@ -73,7 +82,7 @@ class T5_Encoder(T5_Base):
 
     block_prefix = "Encoder-"
     # a full model's checkpoint (TF1) or folder (Hugging Face) also holds the other stack
-    other_stack = ("decoder/*", "decoder.*", "lm_head.*")
+    ignorable = T5_Base.ignorable + ("decoder/*", "decoder.*", "lm_head.*")
 
     def get_inputs(self):
         return [self.token_inputs("Encoder-Input-Token")]
@@ -86,8 +95,8 @@ class T5_Decoder(T5_Base):
     """T5 decoder: [Input-Context (b, n_enc, H), Decoder-Input-Token] → token probabilities."""
 
     block_prefix = "Decoder-"
-    other_stack = ("encoder/*", "encoder.*")
     causal_relative_position = True
+    ignorable = T5_Base.ignorable + ("encoder/*", "encoder.*")
 
     def __init__(self, with_lm=True, cross_position_bias=True, **kwargs):
         super().__init__(**kwargs)
@@ -166,8 +175,13 @@ class T5(T5_Base):
         self.encoder = self._encoder.build(**build_options)
         self.decoder = self._decoder.build(**build_options)
         self._decoder.position_bias = self._decoder.cross_bias = None  # recomputed below
-        self.inputs = self.encoder.inputs + self.decoder.inputs[1:]
-        outputs = self._decoder.call(self.encoder.outputs + self.decoder.inputs[1:])
+        # encoder inputs, then the decoder's except its context (an extra input both stacks
+        # take, such as a layer_norm_cond condition, appears once)
+        self.inputs = []
+        for tensor in self.encoder.inputs + self.decoder.inputs[1:]:
+            if all(tensor is not seen for seen in self.inputs):
+                self.inputs.append(tensor)
+        outputs = self._decoder.call([self.encoder.outputs[0], self.decoder.inputs[1]])
         self.outputs = outputs if isinstance(outputs, list) else [outputs]
         self.input, self.output = self.inputs, self.outputs[0] if len(self.outputs) == 1 else self.outputs
         self.model = keras.Model(self.inputs, self.output, name=self.name)

@@ -62,6 +62,8 @@ class Transformer:
     head = "bert"
     attention_normalization = "softmax"
     initializer_order = None  # None: TruncatedNormal(0.02); n: DepthScaledTruncatedNormal(order=n)
+    # family-specific checkpoint variables a model may leave unused (fnmatch patterns)
+    ignorable = ()
     # checkpoint variables that identify this family (present, absent); used in error hints
     signature = (
         ("bert/encoder/layer_0/attention/self/query/bias", "bert/embeddings/position_embeddings"),
@@ -754,9 +756,8 @@ class Transformer:
     def _unused_variables(self, reader, used):
         """Checkpoint variables the model neither uses nor may ignore (optimizer slots, the
         pretraining heads, tables of layers an option left out; see ``mappings.IGNORABLE``)."""
-        patterns = [p.replace("{scope}", self.scope) for p in mappings.IGNORABLE]
+        patterns = [p.replace("{scope}", self.scope) for p in mappings.IGNORABLE + self.ignorable]
         patterns += list(getattr(reader, "ignorable", ()))  # a reader's own known families
-        patterns += list(getattr(self, "other_stack", ()))  # T5 encoder / decoder alone
         table = self.table_for(reader)
         optional = set()
         for key in mappings.OPTIONAL_LAYERS:
