@@ -190,14 +190,13 @@ class CheckpointReader:
 def open_checkpoint(source):
     """A reader for a prefix, directory, file name or dict: a :class:`CheckpointReader`, or a
     :class:`bert4keras_ng.huggingface.HFReader` for a Hugging Face folder (detected here, once).
-
-    A reader (anything with ``names()``, ``shape(name)``, ``read(name)`` and ``in``, optionally
-    ``describe()``) is returned as it is; its ``ignorable`` attribute may list fnmatch patterns
-    of variables that models may leave unused."""
-    if all(hasattr(source, a) for a in ("names", "shape", "read", "__contains__")):
-        return source
+    A reader (anything with ``names()``, ``shape(name)``, ``read(name)``, ``in`` and
+    ``describe()``) is returned as it is; it may list fnmatch patterns of variables that models
+    may leave unused in an ``ignorable`` attribute."""
     from bert4keras_ng import huggingface
 
+    if all(hasattr(source, a) for a in ("names", "shape", "read", "describe", "__contains__")):
+        return source
     if huggingface.is_hf_folder(source):
         return huggingface.HFReader(source)
     return CheckpointReader(source)

@@ -177,6 +177,14 @@ class HFReader:
     # torch.load), so reads cannot fail half way: the loader may read lazily
     validated = True
 
+    @property
+    def ignorable(self):
+        """fnmatch patterns of stored tensors no model of ours uses (tied copies, fixed tables,
+        buffers): :data:`bert4keras_ng.models.hf_mappings.IGNORED`."""
+        from bert4keras_ng.models.hf_mappings import IGNORED
+
+        return IGNORED
+
     def __init__(self, folder):
         self.folder = os.fspath(folder)
         self.config = read_hf_config(self.folder)
@@ -196,18 +204,6 @@ class HFReader:
                     )
                 self._owner[name] = (handle, stored)
         self.prefixed = any(s.startswith(base) for _, s in self._owner.values())
-
-    @property
-    def ignorable(self):
-        """fnmatch patterns of stored tensors a model may leave unused: tied copies, constant
-        tables and buffers (``hf_mappings.IGNORED``), pretraining heads not built (``HEADS``)."""
-        from bert4keras_ng.models import hf_mappings
-
-        return tuple(hf_mappings.IGNORED) + tuple(p + "*" for p in hf_mappings.HEADS)
-
-    def variable_of(self, name):
-        """The stored tensor a table name (possibly a view, ``'w|split=...'``) reads."""
-        return split_view(name)[0]
 
     def names(self):
         return sorted(self._owner)

@@ -558,3 +558,21 @@ def test_truncated_safetensors_is_a_clear_error(tmp_path):
     open(path, "wb").write(data[: len(data) // 2])
     with pytest.raises(ValueError, match="model.safetensors.*incomplete"):
         build_transformer_model(checkpoint_path=folder)
+
+
+def test_compound_tokens_apply_to_hf_folders():
+    """compound_tokens append rows that are means of existing rows (embedding and MLM bias)."""
+    compound = [[5, 7], ([3, 9, 11], [1.0, 2.0, 1.0])]
+    folder = os.path.join(FOLDERS, "bert")
+    builder = build_transformer_model(checkpoint_path=folder, with_mlm="linear",
+                                      compound_tokens=compound, return_keras_model=False)
+    reader = HFReader(folder)
+    table = reader.read("embeddings.word_embeddings.weight").astype(np.float64)
+    bias = reader.read("cls.predictions.bias").astype(np.float64)
+    ours = keras.ops.convert_to_numpy(builder.layers["Embedding-Token"].embeddings)
+    ours_bias = keras.ops.convert_to_numpy(builder.layers["MLM-Bias"].beta)
+    assert ours.shape == (42, 16)
+    np.testing.assert_allclose(ours[40], table[[5, 7]].mean(0), atol=1e-6)
+    np.testing.assert_allclose(ours[41], (table[3] + 2 * table[9] + table[11]) / 4, atol=1e-6)
+    np.testing.assert_allclose(ours_bias[:40], bias, atol=0)
+    np.testing.assert_allclose(ours_bias[41], (bias[3] + 2 * bias[9] + bias[11]) / 4, atol=1e-6)

@@ -14,9 +14,10 @@ permutation mark.
 
 ``IGNORED`` lists the parameters a folder may hold that are no model weight of ours: tied
 copies of the token embedding and of the MLM bias, RoFormer's fixed sinusoid table (a constant
-of the architecture), position-id buffers, NEZHA's fixed relative-position table. ``HEADS`` lists
-per family the name prefixes of pretraining heads, unused (and allowed) when the head is not
-built.
+of the architecture), position-id buffers, NEZHA's fixed relative-position table (the reader's
+``ignorable``; heads that were not built are excused through ``mappings.OPTIONAL_LAYERS`` as for
+TF1). ``HEADS`` lists the name prefixes of head parameters, which head models store without the
+base prefix (used on export).
 """
 
 
@@ -198,6 +199,6 @@ IGNORED = (
     "decoder.embed_tokens.weight",
 )
 
-# Pretraining heads a folder may carry for a model built without them (name prefixes).
+# Head parameters: stored without the base model's prefix in head models (export).
 HEADS = ("pooler.", "cls.", "predictions.", "sop_classifier.", "discriminator_predictions.",
          "generator_predictions.", "generator_lm_head.")

@@ -54,7 +54,7 @@ OPTIONAL_LAYERS = (
     "MLM-Bias",
     "Discriminator-Dense",
     "Discriminator-Prediction",
-    "Decoder-Output-LM",  # T5.1.1 decoders built with with_lm=False
+    "Decoder-Output-LM",  # T5.1.1 / mT5 decoder built with with_lm=False
 )
 
 # Trainable weights that no checkpoint holds, as ``<layer>/<weight>`` fnmatch patterns: the

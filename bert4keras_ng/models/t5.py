@@ -81,7 +81,7 @@ class T5_Encoder(T5_Base):
     """T5 encoder: Encoder-Input-Token → hidden states (b, n, H)."""
 
     block_prefix = "Encoder-"
-    # a full T5 checkpoint or Hugging Face folder: the other stack
+    # a full model's checkpoint (TF1) or folder (Hugging Face) also holds the other stack
     ignorable = T5_Base.ignorable + ("decoder/*", "decoder.*", "lm_head.*")
 
     def get_inputs(self):

@@ -679,7 +679,7 @@ class Transformer:
             if name not in reader:
                 missing.append((layer_name, name))
                 continue
-            used.add(reader.variable_of(name) if hasattr(reader, "variable_of") else name)
+            used.add(name.split("|", 1)[0])  # a view ('w|split=...') uses the stored 'w'
             want = tuple(weight.shape)
             if vocabulary is not None and select:  # the transform defines the shape: apply it now
                 array = reader.read(name)
@@ -795,11 +795,12 @@ class Transformer:
         pretraining heads, tables of layers an option left out; see ``mappings.IGNORABLE``)."""
         patterns = [p.replace("{scope}", self.scope) for p in mappings.IGNORABLE + self.ignorable]
         patterns += list(getattr(reader, "ignorable", ()))  # a reader's own known families
+        table = self.table_for(reader)
         optional = set()
         for key in mappings.OPTIONAL_LAYERS:
-            if key in self.table and self.prefixed(key) not in self.layers:
-                for spec in self.table[key].values():
-                    optional.add(mappings.parse(_fill(spec, None, self.scope))[0])
+            if key in table and self.prefixed(key) not in self.layers:
+                for spec in table[key].values():
+                    optional.add(mappings.parse(_fill(spec, None, self.scope))[0].split("|", 1)[0])
         unused = [
             name
             for name in reader.names()
@@ -952,7 +953,9 @@ def _check_caches(caches):
             )
     return {name: tuple(pair) for name, pair in caches.items()}
 
-_LAYER_INDEX = re.compile(r"(?:layer_|layer\.|block\.|\bh\.)(\d+)[/.]")  # TF1 and HF block names
+
+# a block index in a TF1 name (layer_3/) or a Hugging Face one (layer.3. / block.3. / h.3.)
+_LAYER_INDEX = re.compile(r"(?:layer_|layer\.|block\.|\bh\.)(\d+)[/.]")
 
 
 def _registry():
