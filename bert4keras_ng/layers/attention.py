@@ -158,9 +158,9 @@ class MultiHeadAttention(_AttentionBase):
     """
 
     # Backends on which the supported cases (softmax, boolean or no bias, no relative position
-    # term, no attention dropout in training, no returned scores) go through
-    # keras.ops.dot_product_attention.  TensorFlow's version is the same einsum-softmax-einsum
-    # with a full-size mask, so it keeps this layer's own path there.
+    # term, key_size == head_size, no attention dropout in training, no returned scores) go
+    # through keras.ops.dot_product_attention.  TensorFlow's version is the same
+    # einsum-softmax-einsum with a full-size mask, so it keeps this layer's own path there.
     fused_backends = ("jax", "torch")
 
     def __init__(self, heads, head_size=None, out_dim=None, key_size=None, use_bias=True,
@@ -237,6 +237,7 @@ class MultiHeadAttention(_AttentionBase):
         """Whether this call can use :func:`fused_attention` (see ``fused_backends``)."""
         return (keras.backend.backend() in self.fused_backends
                 and self.normalization == "softmax" and not self.return_attention_scores
+                and self.dk == self.dv  # jax.nn.dot_product_attention needs one head size
                 and p_bias in (None, "rotary")
                 and not (self.attention_dropout and training)
                 and (bias is None or keras.backend.standardize_dtype(bias.dtype) == "bool"))
