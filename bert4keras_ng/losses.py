@@ -26,7 +26,12 @@ Contents
 - :class:`MultipleChoiceCrossentropy`, :class:`CoSENTLoss` — serialisable Keras ``Loss``
   objects for the two parametrised losses (all the functions are registered too, so models
   compiled with them reload with ``keras.saving.load_model``).
-- :func:`adversarial_training` — FGM on the token embedding matrix of a compiled model.
+- :func:`simcse_loss` / :class:`SimCSELoss` — unsupervised SimCSE InfoNCE on an adjacently
+  duplicated batch.
+- :func:`emo_loss` — EMO (post 9797), optionally mixed with crossentropy, with token masks.
+- :func:`expected_accuracy_loss` — ``1 - p_target`` (post 9098; experimental).
+- :func:`adversarial_training` — FGM on the token embedding matrix of a compiled model (the
+  gradient penalty and VAT helpers are in :mod:`bert4keras_ng.adversarial`).
 """
 
 import functools
@@ -50,6 +55,10 @@ __all__ = [
     "multiple_choice_crossentropy",
     "MultipleChoiceCrossentropy",
     "CoSENTLoss",
+    "simcse_loss",
+    "SimCSELoss",
+    "emo_loss",
+    "expected_accuracy_loss",
     "adversarial_training",
 ]
 
@@ -508,6 +517,132 @@ class CoSENTLoss(keras.losses.Loss):
         config = super().get_config()
         config.update({"scale": self.scale})
         return config
+
+
+# ------------------------------------------------------ SimCSE, EMO, expected accuracy
+
+
+def _l2_normalize(v, axis=-1):
+    norm2 = ops.sum(ops.square(v), axis=axis, keepdims=True)
+    return v * ops.rsqrt(ops.maximum(norm2, 1e-24))
+
+
+@_register
+def simcse_loss(y_true, y_pred, temperature=0.05):
+    """Unsupervised SimCSE: ``-mean_i log softmax_j(cos(h_i, h_j+) / τ)[i]`` (arXiv 2104.08821).
+
+    ``y_pred`` are sentence vectors (batch, dim) of an adjacently duplicated batch encoded with
+    dropout on: rows ``2i`` (``h_i``) and ``2i + 1`` (``h_i+``) are the same sentence, the other
+    sentences' second rows are the negatives.  ``y_true`` is ignored.  τ = 0.05.
+
+    Returns:
+        float32 scalar.
+    """
+    del y_true
+    if len(_static_shape(y_pred)) != 2:
+        raise ValueError(
+            "simcse_loss: `y_pred` must be sentence vectors of shape (batch, dim); got shape "
+            f"{_static_shape(y_pred)}."
+        )
+    _check_even_batch(y_pred, "simcse_loss")
+    v = _l2_normalize(_float32(y_pred))
+    logits = ops.matmul(v[::2], ops.transpose(v[1::2])) / float(temperature)
+    log_probs = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+    return -ops.mean(ops.diagonal(log_probs))
+
+
+@_register
+class SimCSELoss(keras.losses.Loss):
+    """Serialisable :func:`simcse_loss` with its ``temperature`` (0.05)."""
+
+    def __init__(self, temperature=0.05, name="simcse_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not float(temperature) > 0:
+            raise ValueError(f"SimCSELoss: `temperature` must be > 0; got {temperature!r}.")
+        self.temperature = float(temperature)
+
+    def call(self, y_true, y_pred):
+        return simcse_loss(y_true, y_pred, temperature=self.temperature)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"temperature": self.temperature})
+        return config
+
+
+def _probabilities(y_pred, from_logits):
+    x = _float32(y_pred)
+    return ops.softmax(x, axis=-1) if from_logits else x
+
+
+def _masked_token_mean(per_token, mask, fn_name):
+    """Per-sample mean over the token axes of ``per_token`` where ``mask`` is nonzero."""
+    if mask is None:
+        return per_token
+    m = ops.cast(ops.convert_to_tensor(mask), "float32")
+    _check_same_shape(m, per_token, f"{fn_name} (mask vs labels)")
+    axes = tuple(range(1, len(_static_shape(per_token))))
+    if not axes:
+        return per_token * m
+    total = ops.sum(per_token * m, axis=axes)
+    return total / ops.maximum(ops.sum(m, axis=axes), 1.0)
+
+
+def emo_loss(y_true, y_pred, embeddings, from_logits=True, crossentropy_weight=0.0, mask=None):
+    """EMO: ``1 − ⟨Σ_i p_i ê_i, ê_t⟩ = Σ_i p_i (1 − cos(e_i, e_t))`` (kexue.fm post 9797).
+
+    ``ê`` are the L2-normalised rows of a frozen embedding / LM-head matrix ``embeddings``
+    (vocab, dim) (no gradient flows into it); the expected vector ``Σ_i p_i ê_i`` is formed first,
+    so the cost is one (…, vocab) × (vocab, dim) product.  EMO needs a trained head and is usually
+    mixed with crossentropy: the result is ``EMO + crossentropy_weight · CE``.
+
+    Args:
+        y_true: integer target ids, shape ``y_pred.shape[:-1]``.
+        y_pred: logits (``from_logits=True``) or probabilities (…, vocab).
+        embeddings: (vocab, dim) tensor or variable, e.g. ``layer.embeddings`` of the tied head.
+        mask: optional (…) token weights (0 = padding / prompt).  Given, the loss of each sample
+            is the masked mean over its tokens (seq2seq / LM use), shape ``(batch,)``; without
+            it the per-token loss of shape ``y_pred.shape[:-1]`` is returned.
+    """
+    probs = _probabilities(y_pred, from_logits)
+    e = _l2_normalize(ops.stop_gradient(_float32(embeddings)))
+    ys, ps, es = _static_shape(y_true), _static_shape(y_pred), _static_shape(e)
+    if len(es) != 2 or (es[0] is not None and ps[-1] is not None and es[0] != ps[-1]):
+        raise ValueError(
+            f"emo_loss: `embeddings` must be (vocab, dim) with vocab = y_pred.shape[-1] = "
+            f"{ps[-1]}; got shape {es}."
+        )
+    if len(ys) != len(ps) - 1:
+        raise ValueError(
+            f"emo_loss: `y_true` must be integer ids of shape y_pred.shape[:-1] = {ps[:-1]}; "
+            f"got shape {ys}."
+        )
+    ids = ops.cast(y_true, "int32")
+    expected = ops.matmul(probs, e)  # (..., dim): Σ_i p_i ê_i
+    target = ops.take(e, ids, axis=0)
+    loss = 1.0 - ops.sum(expected * target, axis=-1)
+    if crossentropy_weight:
+        ce = keras.losses.sparse_categorical_crossentropy(
+            ids, _float32(y_pred), from_logits=from_logits)
+        loss = loss + float(crossentropy_weight) * ce
+    return _masked_token_mean(loss, mask, "emo_loss")
+
+
+@_register
+def expected_accuracy_loss(y_true, y_pred, from_logits=False):
+    """Expected-accuracy loss ``1 − p_target`` (post 9098). **Experimental.**
+
+    Accuracy is not differentiable; its expectation under the model's own distribution, the
+    target's probability, is.  Its gradient vanishes for confidently wrong samples, so start
+    from a crossentropy-trained model.  ``y_true`` are integer ids of shape
+    ``y_pred.shape[:-1]``; returns the per-sample loss.
+    """
+    probs = _probabilities(y_pred, from_logits)
+    ids = ops.cast(y_true, "int32")
+    if len(_static_shape(ids)) == len(_static_shape(probs)):  # (batch, 1) labels
+        ids = ops.squeeze(ids, axis=-1)
+    target = ops.take_along_axis(probs, ops.expand_dims(ids, -1), axis=-1)
+    return 1.0 - ops.squeeze(target, axis=-1)
 
 
 # ------------------------------------------------------------------------------- FGM

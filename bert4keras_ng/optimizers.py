@@ -16,6 +16,7 @@ Everything here is a native ``keras.optimizers.Optimizer`` written with ``keras.
   piecewise-linear schedule, gradient accumulation without an extra buffer and NaN rescue.
 * :class:`PiecewiseLinear`: a registered ``LearningRateSchedule`` (bert4keras's
   ``{1000: 1, 2000: 0.1}`` dictionaries).
+* :func:`extend_with_child_tuning`: ChildTuning-F gradient dropout (post 8764).
 * ``extend_with_*`` functions: each takes an optimizer class and returns a subclass with extra
   constructor arguments, and they compose (``extend_with_ema(extend_with_layer_adaptation(
   AdamW))``).  Where Keras 3 already has the mechanism (gradient accumulation, EMA, weight decay
@@ -32,6 +33,12 @@ Step counting.  Learning-rate multipliers (``lr_schedule``) are evaluated at the
 ``apply()`` calls made so far (Keras's "real" iteration count, i.e. micro-batches when gradients
 are accumulated), as Keras schedules and bert4keras did.  Layer-adaptation, lookahead and EMA
 count optimiser updates.
+
+Argument checks.  The classes built here (AdaFactor, Tiger and every ``extend_with_*`` class)
+reject at construction, naming the argument, a negative or non-finite ``learning_rate`` /
+``weight_decay`` / ``weight_decay_rate``, an invalid regular expression in a pattern list and a
+``gradient_accumulation_steps`` that is not an integer >= 2; the re-exported Keras built-ins
+keep Keras's own checks.
 
 Constant loss scaling.  Every Keras 3 optimizer (including all classes built here) accepts
 ``loss_scale_factor=1024.0``: ``model.fit`` multiplies the loss by it and the optimizer divides
@@ -66,6 +73,7 @@ __all__ = [
     "extend_with_lookahead",
     "extend_with_lazy_optimization",
     "extend_with_parameter_wise_lr",
+    "extend_with_child_tuning",
 ]
 
 # Keras 3 built-ins, re-exported unchanged.
@@ -191,10 +199,11 @@ def _snapshot(variable):
 
 
 def _as_pattern_list(value, argument):
+    """A list of regular expressions, each compiled once here so a bad one fails now."""
     if value is None:
         return []
     if isinstance(value, str):
-        return [value]
+        value = [value]
     try:
         patterns = list(value)
     except TypeError:
@@ -204,7 +213,50 @@ def _as_pattern_list(value, argument):
     for pattern in patterns:
         if not isinstance(pattern, str):
             raise ValueError(f"`{argument}` must be a list of strings, received {value!r}.")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"`{argument}` entry {pattern!r} is not a valid regular expression ({exc}); "
+                "escape literal characters with re.escape()."
+            ) from None
     return patterns
+
+
+def _check_rate(value, argument):
+    """A learning rate or decay given as a number: finite and >= 0 (schedules pass)."""
+    if value is None or callable(value) or isinstance(
+        value, keras.optimizers.schedules.LearningRateSchedule
+    ):
+        return
+    try:
+        number = float(np.asarray(value)) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number) or number < 0:
+        raise ValueError(
+            f"`{argument}` must be a finite number >= 0, received {argument}={value!r}."
+        )
+
+
+def _check_base_arguments(args, kwargs):
+    """Validate the Keras base arguments every optimizer of this module takes, by name.
+
+    Keras accepts a negative or NaN learning rate or weight decay, and a non-integer or zero
+    ``gradient_accumulation_steps`` (0 silently turns accumulation off, 2.5 fails inside the
+    train step).
+    """
+    learning_rate = kwargs.get("learning_rate", args[0] if args else None)
+    _check_rate(learning_rate, "learning_rate")
+    _check_rate(kwargs.get("weight_decay"), "weight_decay")
+    steps = kwargs.get("gradient_accumulation_steps")
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2
+    ):
+        raise ValueError(
+            "`gradient_accumulation_steps` must be None (no accumulation) or an integer >= 2, "
+            f"received gradient_accumulation_steps={steps!r}."
+        )
 
 
 def _warn_unmatched(patterns, paths, argument, regex=True):
@@ -294,6 +346,8 @@ class Tiger(_PathAwareMixin, keras.optimizers.Optimizer):
         name="tiger",
         **kwargs,
     ):
+        _check_base_arguments((), dict(kwargs, learning_rate=learning_rate,
+                                       weight_decay=weight_decay))
         super().__init__(
             learning_rate=learning_rate, weight_decay=weight_decay, name=name, **kwargs
         )
@@ -448,6 +502,7 @@ class AdaFactor(_PathAwareMixin, keras.optimizers.Optimizer):
         name="adafactor",
         **kwargs,
     ):
+        _check_base_arguments((), dict(kwargs, learning_rate=learning_rate))
         relative_step = learning_rate is None
         if relative_step:
             learning_rate = 1.0  # placeholder variable, unused while the relative step is on
@@ -666,6 +721,10 @@ class _ExtendedOptimizer(_PathAwareMixin):
 
     _b4k_extended = True
 
+    def __init__(self, *args, **kwargs):
+        _check_base_arguments(args, kwargs)
+        super().__init__(*args, **kwargs)
+
     def build(self, var_list):
         if self.built:
             return
@@ -742,8 +801,9 @@ class _WeightDecay:
 
     def __init__(self, *args, weight_decay_rate=0.01, exclude_from_weight_decay=None, **kwargs):
         kwargs.pop("weight_decay", None)
-        super().__init__(*args, weight_decay=float(weight_decay_rate), **kwargs)
+        _check_rate(weight_decay_rate, "weight_decay_rate")
         patterns = _as_pattern_list(exclude_from_weight_decay, "exclude_from_weight_decay")
+        super().__init__(*args, weight_decay=float(weight_decay_rate), **kwargs)
         self._b4k_wd_patterns = patterns
         if patterns:
             keras.optimizers.Optimizer.exclude_from_weight_decay(self, var_names=patterns)
@@ -1147,3 +1207,48 @@ class _ParameterWiseLR:
 def extend_with_parameter_wise_lr(BaseOptimizer, name=None):
     """Add ``paramwise_lr_schedule={}`` ({substring of variable.path: lr multiplier})."""
     return _extend(BaseOptimizer, name, "WithParameterWiseLR", _ParameterWiseLR)
+
+
+class _ChildTuning:
+    """ChildTuning-F: ``g <- g * M / p`` with ``M ~ Bernoulli(p)`` drawn per element and step.
+
+    Post 8764 (Xu et al. 2021): the base update sees the masked, rescaled gradient, so its
+    expectation is unchanged; for Adam it mainly rescales the effective step by about sqrt(p).
+    ``child_tuning_rate`` is the keep probability ``p`` (default 0.3; 1 disables it) and
+    ``child_tuning_seed`` fixes the masks.  Sparse (embedding) gradients are made dense.
+    """
+
+    def __init__(self, *args, child_tuning_rate=0.3, child_tuning_seed=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        rate = float(child_tuning_rate)
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(
+                f"`child_tuning_rate` (keep probability) must be in (0, 1], received "
+                f"{child_tuning_rate!r}."
+            )
+        self.child_tuning_rate = rate
+        self.child_tuning_seed = child_tuning_seed
+
+    def _b4k_setup(self, var_list):
+        super()._b4k_setup(var_list)
+        self._b4k_ct_seeds = keras.random.SeedGenerator(self.child_tuning_seed)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.child_tuning_rate < 1.0:
+            g = ops.convert_to_tensor(gradient)
+            draw = keras.random.uniform(ops.shape(g), seed=self._b4k_ct_seeds)
+            keep = ops.less(draw, self.child_tuning_rate)
+            scaled = g * ops.cast(1.0 / self.child_tuning_rate, g.dtype)
+            gradient = ops.where(keep, scaled, ops.zeros_like(g))
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config["child_tuning_rate"] = self.child_tuning_rate
+        config["child_tuning_seed"] = self.child_tuning_seed
+        return config
+
+
+def extend_with_child_tuning(BaseOptimizer, name=None):
+    """Add ChildTuning-F (``child_tuning_rate=0.3`` keep probability, ``child_tuning_seed``)."""
+    return _extend(BaseOptimizer, name, "WithChildTuning", _ChildTuning)

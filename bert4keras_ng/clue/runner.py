@@ -143,20 +143,16 @@ class _Trainer:
     def __init__(self, model, loss_fn, optimizer, xla=False, adversarial_epsilon=0.0):
         import tensorflow as tf
 
+        from bert4keras_ng.adversarial import embedding_matrix, fgm_perturbation
+
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.order = _input_order(model)
         variables = model.trainable_variables
         optimizer.build(variables)
         emb_index = None
         if adversarial_epsilon:
-            layer = _find_layer(model, "Embedding-Token")
-            if layer is None:
-                raise ValueError("--adversarial needs a token embedding layer named "
-                                 "'Embedding-Token'")
-            emb = [w for w in layer.trainable_weights if "embeddings" in w.path]
-            emb = emb[0] if emb else layer.trainable_weights[0]
-            paths = [v.path for v in variables]
-            emb_index = paths.index(emb.path)
+            emb = embedding_matrix(model, "Embedding-Token", "--adversarial")
+            emb_index = [v.path for v in variables].index(emb.path)
         eps = float(adversarial_epsilon)
 
         def forward_loss(x, y):
@@ -169,13 +165,10 @@ class _Trainer:
                 loss, scaled = forward_loss(x, y)
             grads = tape.gradient(scaled, variables)
             if emb_index is not None:
-                # FGM: perturb the embedding matrix along its gradient, then update with the
-                # gradient of the loss at the perturbed point
-                g = tf.cast(tf.convert_to_tensor(grads[emb_index]), tf.float32)
-                norm = tf.norm(g)
-                ok = tf.math.is_finite(norm) & (norm > 0)
-                delta = tf.where(ok, eps * g / tf.where(ok, norm, 1.0), tf.zeros_like(g))
-                delta = tf.cast(delta, variables[emb_index].dtype)
+                # FGM (the library's step): perturb the embedding matrix along its gradient,
+                # then update with the gradient of the loss at the perturbed point
+                delta = tf.cast(fgm_perturbation(grads[emb_index], eps),
+                                variables[emb_index].dtype)
                 variables[emb_index].assign_add(delta)
                 with tf.GradientTape() as tape:
                     loss, scaled = forward_loss(x, y)
@@ -215,17 +208,6 @@ class _Trainer:
         if self._predict is None:
             self._predict = self._compile(self._predict_step, x)
         return np.asarray(self._predict(x), dtype="float32")
-
-
-def _find_layer(model, name):
-    for layer in model.layers:
-        if layer.name == name:
-            return layer
-        if hasattr(layer, "layers"):
-            found = _find_layer(layer, name)
-            if found is not None:
-                return found
-    return None
 
 
 def _duplicate(features):
