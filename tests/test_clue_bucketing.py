@@ -84,4 +84,5 @@ def test_bucketed_training_reaches_the_same_dev_accuracy_on_the_sample_data(tmp_
         args = ["--output", str(out), "--quiet"] + (["--bucket"] if bucket else [])
         assert runner.main(args) == 0
         best[bucket] = json.load(open(out / "results.json", encoding="utf-8"))["best"]
+    print("dev accuracy, plain / bucketed batches:", best[False], best[True])
     assert abs(best[True] - best[False]) <= 0.1, best

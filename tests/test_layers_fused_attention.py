@@ -57,14 +57,24 @@ def test_fused_path_under_mixed_bfloat16_and_jit(monkeypatch):
                                          keras.ops.convert_to_tensor(MASK))), own, 5e-2)
 
 
+def built(**kwargs):
+    layer = MultiHeadAttention(**kwargs)
+    layer.build([(None, None, 8)] * 3)
+    return layer
+
+
 def test_cases_outside_the_fused_kernel_keep_the_layer_path(monkeypatch):
     monkeypatch.setattr(MultiHeadAttention, "fused_backends", (keras.backend.backend(),))
     float_bias = keras.ops.convert_to_tensor(RNG.normal(size=(B, N, N)).astype("float32"))
-    assert not MultiHeadAttention(2, attention_dropout=0.1)._fusable(None, None, True)
-    assert not MultiHeadAttention(2, normalization="squared_relu")._fusable(None, None, None)
-    assert not MultiHeadAttention(2, return_attention_scores=True)._fusable(None, None, None)
-    assert not MultiHeadAttention(2)._fusable("t5_relative", None, None)
-    assert not MultiHeadAttention(2)._fusable(None, float_bias, None)
+    assert built(heads=2)._fusable("rotary", None, None)
+    assert not built(heads=2, attention_dropout=0.1)._fusable(None, None, True)
+    assert not built(heads=2, normalization="squared_relu")._fusable(None, None, None)
+    assert not built(heads=2, return_attention_scores=True)._fusable(None, None, None)
+    assert not built(heads=2)._fusable("t5_relative", None, None)
+    assert not built(heads=2)._fusable(None, float_bias, None)
+    assert not built(heads=2, head_size=3, key_size=4)._fusable(None, None, None)
+    monkeypatch.setattr(MultiHeadAttention, "fused_backends", ())
+    assert not built(heads=2)._fusable(None, None, None)
 
 
 def test_fused_attention_matches_numpy_softmax():

@@ -188,9 +188,9 @@ class MultiHeadAttention(_AttentionBase):
     """
 
     # Backends on which the supported cases (softmax, boolean or no bias, no relative position
-    # term, no attention dropout in training, no returned scores) go through
-    # keras.ops.dot_product_attention.  TensorFlow's version is the same einsum-softmax-einsum
-    # with a full-size mask, so it keeps this layer's own path there.
+    # term, key_size == head_size, no attention dropout in training, no returned scores) go
+    # through keras.ops.dot_product_attention.  TensorFlow's version is the same
+    # einsum-softmax-einsum with a full-size mask, so it keeps this layer's own path there.
     fused_backends = ("jax", "torch")
 
     def __init__(self, heads, head_size=None, out_dim=None, key_size=None, use_bias=True,
@@ -238,11 +238,6 @@ class MultiHeadAttention(_AttentionBase):
         vw = _split_heads(self.v_dense(v), self.heads, self.dv)
         if p_bias == "rotary":
             qw, kw = apply_rotary_position_embeddings(position, qw, kw)
-        if self._fusable(p_bias, bias, training) and not position_options:
-            keep, _ = combine_attention_bias(
-                v_mask, bias, a_bias, ops.shape(q)[1], ops.shape(k)[1], head_axis=True)
-            scale = 1.0 / math.sqrt(self.dk) if self.attention_scale else 1.0
-            return self.o_dense(_merge_heads(fused_attention(qw, kw, vw, keep, scale)))
         o, logits = self._attend(qw, kw, vw, v_mask, bias, position, a_bias, p_bias, 0, training,
                                  position_options)
         return [o, logits] if self.return_attention_scores else o
@@ -252,6 +247,13 @@ class MultiHeadAttention(_AttentionBase):
         """Attention of projected heads qw (b, n_q, h, dk) over kw, vw (b, n_k, h, d·); the
         queries sit at key positions q_offset + i (a cached call). RoPE is already applied;
         (Leaky) ReRoPE and log-n scaling come from position_options. Returns (o, scaled logits)."""
+        if self._fusable(p_bias, bias, training) and not position_options:
+            # logits are not returned on this path
+            keep, _ = combine_attention_bias(
+                key_mask, bias, a_bias, ops.shape(qw)[1], ops.shape(kw)[1], head_axis=True,
+                q_offset=q_offset)
+            scale = 1.0 / math.sqrt(self.dk) if self.attention_scale else 1.0
+            return self.o_dense(_merge_heads(fused_attention(qw, kw, vw, keep, scale))), None
         if p_bias == "rerope" or position_options:
             logits = position_logits(qw, kw, position, "rerope" if p_bias == "rerope" else None,
                                      position_options, "bjhd,bkhd->bhjk")
@@ -346,6 +348,7 @@ class MultiHeadAttention(_AttentionBase):
         """Whether this call can use :func:`fused_attention` (see ``fused_backends``)."""
         return (keras.backend.backend() in self.fused_backends
                 and self.normalization == "softmax" and not self.return_attention_scores
+                and self.dk == self.dv  # jax.nn.dot_product_attention needs one head size
                 and p_bias in (None, "rotary")
                 and not (self.attention_dropout and training)
                 and (bias is None or keras.backend.standardize_dtype(bias.dtype) == "bool"))
