@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bert4keras_ng.layers import MultiHeadAttention
-from bert4keras_ng.layers.attention import fused_attention
+from bert4keras_ng.layers.attention import _jax_on_cpu, fused_attention
 from tests import helpers as H
 from tests.test_backend import np_sinusoid
 
@@ -73,6 +73,8 @@ def test_cases_outside_the_fused_kernel_keep_the_layer_path(monkeypatch):
     assert not built(heads=2)._fusable("t5_relative", None, None)
     assert not built(heads=2)._fusable(None, float_bias, None)
     assert not built(heads=2, head_size=3, key_size=4)._fusable(None, None, None)
+    with H.dtype_policy("mixed_float16"):  # JAX's CPU dot has no float16 x float16 -> float32
+        assert built(heads=2)._fusable(None, None, None) is not _jax_on_cpu()
     monkeypatch.setattr(MultiHeadAttention, "fused_backends", ())
     assert not built(heads=2)._fusable(None, None, None)
 

@@ -113,6 +113,14 @@ def _merge_heads(x):
     return ops.reshape(x, (shape[0], shape[1], x.shape[2] * x.shape[3]))
 
 
+def _jax_on_cpu():
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
 def fused_attention(qw, kw, vw, keep, scale):
     """softmax(q·kᵀ·scale, masked by ``keep``)·v through ``keras.ops.dot_product_attention``.
 
@@ -349,6 +357,7 @@ class MultiHeadAttention(_AttentionBase):
         return (keras.backend.backend() in self.fused_backends
                 and self.normalization == "softmax" and not self.return_attention_scores
                 and self.dk == self.dv  # jax.nn.dot_product_attention needs one head size
+                and not (self.compute_dtype == "float16" and _jax_on_cpu())  # no f16 dot there
                 and p_bias in (None, "rotary")
                 and not (self.attention_dropout and training)
                 and (bias is None or keras.backend.standardize_dtype(bias.dtype) == "bool"))
