@@ -332,3 +332,28 @@ def log_n_query_scale(n, train_length, clip=True):
         raise ValueError(f"log-n scaling needs train_length >= 2, got {train_length}.")
     scale = ops.log(ops.arange(1, n + 1, dtype="float32")) / math.log(train_length)
     return ops.maximum(scale, 1.0) if clip else scale
+
+
+# ----- bert4keras 0.11.5 compatibility surface (names resolved lazily from bert4keras_ng.compat) --
+# `from bert4keras_ng.backend import keras, K, search_layer, set_gelu, ...` keeps a ported
+# script's import line; the implementations live in bert4keras_ng.compat, not in the core.
+_COMPAT_NAMES = {
+    "K": ("bert4keras_ng.compat.keras2_backend", None),
+    "search_layer": ("bert4keras_ng.compat.graph", "search_layer"),
+    "batch_gather": ("bert4keras_ng.compat.graph", "batch_gather"),
+    "set_gelu": ("bert4keras_ng.compat.graph", "set_gelu"),
+    "multilabel_categorical_crossentropy": (
+        "bert4keras_ng.losses", "multilabel_categorical_crossentropy"),
+    "sparse_multilabel_categorical_crossentropy": (
+        "bert4keras_ng.losses", "sparse_multilabel_categorical_crossentropy"),
+}
+
+
+def __getattr__(name):
+    if name in _COMPAT_NAMES:
+        import importlib
+
+        module, attribute = _COMPAT_NAMES[name]
+        module = importlib.import_module(module)
+        return module if attribute is None else getattr(module, attribute)
+    raise AttributeError("module 'bert4keras_ng.backend' has no attribute %r" % (name,))

@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "CheckpointReader",
+    "CorruptCheckpointError",
     "open_checkpoint",
     "resolve_checkpoint_prefix",
     "list_variables",
@@ -79,6 +80,54 @@ def resolve_checkpoint_prefix(path):
     )
 
 
+class CorruptCheckpointError(OSError):
+    """A checkpoint file is truncated or damaged (typically an incomplete download)."""
+
+
+_REDOWNLOAD = "the download looks incomplete or the file is damaged: download the checkpoint again"
+
+
+def _data_files(prefix):
+    return sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
+
+
+def _open_tf1_reader(prefix):
+    """``tf.train.load_checkpoint`` with errors that name the file at fault."""
+    tf = _tf()
+    index = prefix + ".index"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except tf.errors.OpError as error:
+        size = os.path.getsize(index) if os.path.exists(index) else 0
+        raise CorruptCheckpointError(
+            "Cannot read the checkpoint index %r (%d bytes): %s; %s."
+            % (index, size, error.message.strip().split("\n")[0], _REDOWNLOAD)
+        ) from None
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    files = _data_files(prefix)
+    if not files:
+        raise CorruptCheckpointError(
+            "Checkpoint %r has its index but no data file (%s.data-00000-of-00001); %s."
+            % (prefix, os.path.basename(prefix), _REDOWNLOAD)
+        )
+    shards = int(files[0].rsplit("-of-", 1)[1])
+    if len(files) < shards:
+        raise CorruptCheckpointError(
+            "Checkpoint %r is stored in %d data files but only %d are present (%s); %s."
+            % (prefix, shards, len(files), ", ".join(map(os.path.basename, files)), _REDOWNLOAD)
+        )
+    if all(dtypes[k] != tf.string for k in dtypes):  # fixed-size tensors: sizes add up exactly
+        expected = sum(int(np.prod(shapes[k], dtype=np.int64)) * dtypes[k].size for k in shapes)
+        present = sum(os.path.getsize(f) for f in files)
+        if present < expected:
+            raise CorruptCheckpointError(
+                "Checkpoint data %s holds %d bytes but its index describes %d bytes of tensors; %s."
+                % (", ".join(repr(f) for f in files), present, expected, _REDOWNLOAD)
+            )
+    return reader
+
+
 class CheckpointReader:
     """Uniform read access to a TF1 checkpoint or to a ``{name: array}`` dict."""
 
@@ -95,7 +144,7 @@ class CheckpointReader:
         else:
             self.prefix = resolve_checkpoint_prefix(source)
             self._dict = None
-            self._reader = _tf().train.load_checkpoint(self.prefix)
+            self._reader = _open_tf1_reader(self.prefix)
             self._shapes = {
                 k: tuple(int(d) for d in v)
                 for k, v in self._reader.get_variable_to_shape_map().items()
@@ -122,14 +171,28 @@ class CheckpointReader:
             )
         if self._dict is not None:
             return np.asarray(self._dict[name])
-        return np.asarray(self._reader.get_tensor(name))
+        tf = _tf()
+        try:
+            return np.asarray(self._reader.get_tensor(name))
+        except (IndexError, tf.errors.OpError) as error:
+            message = getattr(error, "message", None) or str(error)
+            raise CorruptCheckpointError(
+                "Cannot read variable %r (shape %s) from %s: %s; %s."
+                % (name, self._shapes[name], ", ".join(repr(f) for f in _data_files(self.prefix)),
+                   message.strip().split("\n")[0], _REDOWNLOAD)
+            ) from None
 
     def describe(self):
         return "checkpoint %r" % self.prefix if self.prefix else "checkpoint dict"
 
 
 def open_checkpoint(source):
-    """A :class:`CheckpointReader` for a prefix, directory, file name or dict."""
+    """A :class:`CheckpointReader` for a prefix, directory, file name or dict; a reader (anything
+    with ``names()``, ``shape(name)``, ``read(name)``, ``in`` and ``describe()``, e.g. a Hugging
+    Face weights reader) is returned as it is. A reader may list fnmatch patterns of variables
+    that models may leave unused in an ``ignorable`` attribute."""
+    if all(hasattr(source, a) for a in ("names", "shape", "read", "describe", "__contains__")):
+        return source
     return CheckpointReader(source)
 
 

@@ -226,8 +226,8 @@ class AutoRegressiveDecoder:
         """Sample ``n`` sequences; returns a list of 1-D id arrays.
 
         ``topk`` restricts each step to the ``topk`` most probable tokens, ``topp`` to the
-        smallest most-probable set whose probability reaches ``topp`` (nucleus sampling); both
-        renormalise. Finished sequences (ending with ``end_id``, at least ``min_ends`` ends,
+        smallest most-probable set whose probability reaches ``topp`` (nucleus sampling; ``topp``
+        >= 1 truncates nothing, as in bert4keras); both renormalise. Finished sequences (ending with ``end_id``, at least ``min_ends`` ends,
         at least ``minlen`` ids) are collected in the order they finish; unfinished ones are
         appended after ``maxlen`` steps. ``rng`` (a ``numpy.random.Generator`` or a seed)
         makes sampling reproducible; None uses NumPy's global random state like bert4keras.
@@ -236,8 +236,10 @@ class AutoRegressiveDecoder:
             raise ValueError(f"random_sample: `n` must be >= 1; got {n}.")
         if topk is not None and int(topk) < 1:
             raise ValueError(f"random_sample: `topk` must be None or >= 1; got {topk}.")
-        if topp is not None and not 0 < float(topp) <= 1:
-            raise ValueError(f"random_sample: `topp` must be None or in (0, 1]; got {topp}.")
+        if topp is not None and not float(topp) > 0:
+            raise ValueError(f"random_sample: `topp` must be None or > 0; got {topp}.")
+        if topp is not None and float(topp) >= 1:  # bert4keras: topp >= 1 keeps every token
+            topp = None
         if rng is not None and not isinstance(rng, np.random.Generator):
             rng = np.random.default_rng(rng)
         n = int(n)

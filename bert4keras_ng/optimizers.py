@@ -35,6 +35,12 @@ Step counting.  Learning-rate multipliers (``lr_schedule``) are evaluated at the
 are accumulated), as Keras schedules and bert4keras did.  Layer-adaptation, lookahead and EMA
 count optimiser updates.
 
+Argument checks.  The classes built here (AdaFactor, Tiger and every ``extend_with_*`` class)
+reject at construction, naming the argument, a negative or non-finite ``learning_rate`` /
+``weight_decay`` / ``weight_decay_rate``, an invalid regular expression in a pattern list and a
+``gradient_accumulation_steps`` that is not an integer >= 2; the re-exported Keras built-ins
+keep Keras's own checks.
+
 Constant loss scaling.  Every Keras 3 optimizer (including all classes built here) accepts
 ``loss_scale_factor=1024.0``: ``model.fit`` multiplies the loss by it and the optimizer divides
 the gradients by it before updating, in float32 as well as in mixed precision.  For dynamic
@@ -196,10 +202,11 @@ def _snapshot(variable):
 
 
 def _as_pattern_list(value, argument):
+    """A list of regular expressions, each compiled once here so a bad one fails now."""
     if value is None:
         return []
     if isinstance(value, str):
-        return [value]
+        value = [value]
     try:
         patterns = list(value)
     except TypeError:
@@ -209,7 +216,50 @@ def _as_pattern_list(value, argument):
     for pattern in patterns:
         if not isinstance(pattern, str):
             raise ValueError(f"`{argument}` must be a list of strings, received {value!r}.")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"`{argument}` entry {pattern!r} is not a valid regular expression ({exc}); "
+                "escape literal characters with re.escape()."
+            ) from None
     return patterns
+
+
+def _check_rate(value, argument):
+    """A learning rate or decay given as a number: finite and >= 0 (schedules pass)."""
+    if value is None or callable(value) or isinstance(
+        value, keras.optimizers.schedules.LearningRateSchedule
+    ):
+        return
+    try:
+        number = float(np.asarray(value)) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number) or number < 0:
+        raise ValueError(
+            f"`{argument}` must be a finite number >= 0, received {argument}={value!r}."
+        )
+
+
+def _check_base_arguments(args, kwargs):
+    """Validate the Keras base arguments every optimizer of this module takes, by name.
+
+    Keras accepts a negative or NaN learning rate or weight decay, and a non-integer or zero
+    ``gradient_accumulation_steps`` (0 silently turns accumulation off, 2.5 fails inside the
+    train step).
+    """
+    learning_rate = kwargs.get("learning_rate", args[0] if args else None)
+    _check_rate(learning_rate, "learning_rate")
+    _check_rate(kwargs.get("weight_decay"), "weight_decay")
+    steps = kwargs.get("gradient_accumulation_steps")
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2
+    ):
+        raise ValueError(
+            "`gradient_accumulation_steps` must be None (no accumulation) or an integer >= 2, "
+            f"received gradient_accumulation_steps={steps!r}."
+        )
 
 
 def _warn_unmatched(patterns, paths, argument, regex=True):
@@ -299,6 +349,8 @@ class Tiger(_PathAwareMixin, keras.optimizers.Optimizer):
         name="tiger",
         **kwargs,
     ):
+        _check_base_arguments((), dict(kwargs, learning_rate=learning_rate,
+                                       weight_decay=weight_decay))
         super().__init__(
             learning_rate=learning_rate, weight_decay=weight_decay, name=name, **kwargs
         )
@@ -453,6 +505,7 @@ class AdaFactor(_PathAwareMixin, keras.optimizers.Optimizer):
         name="adafactor",
         **kwargs,
     ):
+        _check_base_arguments((), dict(kwargs, learning_rate=learning_rate))
         relative_step = learning_rate is None
         if relative_step:
             learning_rate = 1.0  # placeholder variable, unused while the relative step is on
@@ -671,6 +724,10 @@ class _ExtendedOptimizer(_PathAwareMixin):
 
     _b4k_extended = True
 
+    def __init__(self, *args, **kwargs):
+        _check_base_arguments(args, kwargs)
+        super().__init__(*args, **kwargs)
+
     def build(self, var_list):
         if self.built:
             return
@@ -747,8 +804,9 @@ class _WeightDecay:
 
     def __init__(self, *args, weight_decay_rate=0.01, exclude_from_weight_decay=None, **kwargs):
         kwargs.pop("weight_decay", None)
-        super().__init__(*args, weight_decay=float(weight_decay_rate), **kwargs)
+        _check_rate(weight_decay_rate, "weight_decay_rate")
         patterns = _as_pattern_list(exclude_from_weight_decay, "exclude_from_weight_decay")
+        super().__init__(*args, weight_decay=float(weight_decay_rate), **kwargs)
         self._b4k_wd_patterns = patterns
         if patterns:
             keras.optimizers.Optimizer.exclude_from_weight_decay(self, var_names=patterns)

@@ -553,8 +553,7 @@ class DataGenerator:
     def __iter__(self, random=False):
         raise NotImplementedError("subclasses implement __iter__(self, random=False)")
 
-    def forfit(self, random=True):
-        """Endless stream of batches (for ``model.fit(..., steps_per_epoch=len(gen))``)."""
+    def _epochs(self, random):
         while True:
             produced = False
             for batch in self.__iter__(random):
@@ -563,10 +562,22 @@ class DataGenerator:
             if not produced:
                 raise ValueError("DataGenerator.__iter__ produced no batch for a whole epoch")
 
+    def forfit(self, random=True):
+        """Endless stream of batches (for ``model.fit(..., steps_per_epoch=len(gen))``).
+
+        A plain iterator (``next()`` gives the batches as ``__iter__`` makes them) that Keras 3
+        also accepts as data: list-structured batches and batches of different lengths work
+        (see ``bert4keras_ng.data_feed``).
+        """
+        from bert4keras_ng.data_feed import BatchStream
+
+        return BatchStream(self._epochs(random))
+
     def fortest(self, random=False):
-        """Endless stream of the inputs (first element) of every batch."""
-        for batch in self.forfit(random):
-            yield batch[0]
+        """Endless stream of the inputs (first element) of every batch (for ``predict``)."""
+        from bert4keras_ng.data_feed import BatchStream
+
+        return BatchStream((batch[0] for batch in self._epochs(random)), inputs_only=True)
 
     def to_dataset(self, types, shapes, names=None, padded_batch=False):
         """``tf.data.Dataset`` over ``forfit()``.
@@ -579,7 +590,8 @@ class DataGenerator:
         import tensorflow as tf
 
         if names is None:
-            generator = self.forfit
+            def generator():
+                return self._epochs(True)
         else:
             if isinstance(names, str):
                 wrap = lambda k, v: {k: v}  # noqa: E731
@@ -589,7 +601,7 @@ class DataGenerator:
                 wrap = lambda k, v: tuple(dict(zip(i, j)) for i, j in zip(k, v))  # noqa: E731
 
             def generator():
-                for d in self.forfit():
+                for d in self._epochs(True):
                     yield wrap(names, d)
 
             types = wrap(names, types)
@@ -665,3 +677,9 @@ class DataGenerator:
 from bert4keras_ng.decoders import AutoRegressiveDecoder, ViterbiDecoder  # noqa: E402
 
 __all__ += ["AutoRegressiveDecoder", "ViterbiDecoder"]
+
+# bert4keras compatibility: `from bert4keras.snippets import uniout` / `WebServing`.
+from bert4keras_ng.compat import uniout  # noqa: E402,F401
+from bert4keras_ng.compat.web_serving import WebServing  # noqa: E402
+
+__all__ += ["WebServing"]

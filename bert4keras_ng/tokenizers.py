@@ -32,6 +32,7 @@ bert4keras's drift by one.
 
 import contextlib
 import gc
+import io
 import re
 import unicodedata
 from itertools import chain as _chain
@@ -121,27 +122,47 @@ _DECODE_DECIMAL = re.compile(r"(\d\.) (\d)")
 # ---------------------------------------------------------------------------------------------
 
 
+def _vocab_text(dict_path, encoding):
+    """The decoded text of a vocab file, without a leading byte order mark.
+
+    A byte sequence that is not valid ``encoding`` raises ValueError naming the file, the line
+    and the byte offset (``UnicodeDecodeError`` alone names neither).
+    """
+    with open(dict_path, "rb") as reader:
+        data = reader.read()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            "%s, line %d: not valid %s (byte 0x%02x at offset %d: %s); save the vocabulary "
+            "as UTF-8 or pass its encoding"
+            % (dict_path, line, encoding, data[exc.start], exc.start, exc.reason)
+        ) from None
+    return text[1:] if text[:1] == "\ufeff" else text
+
+
 def _read_vocab(dict_path, encoding):
     tokens, first_line, blank = [], {}, []
-    with open(dict_path, encoding=encoding) as reader:
-        for number, line in enumerate(reader, 1):
-            parts = line.split()
-            if not parts:
-                blank.append(number)
-                continue
-            if blank:
-                raise ValueError(
-                    "%s, line %d: blank line inside the vocabulary (every line must hold one "
-                    "token; ids are line numbers)" % (dict_path, blank[0])
-                )
-            token = parts[0]
-            if token in first_line:
-                raise ValueError(
-                    "%s, line %d: duplicate token %r (first seen on line %d)"
-                    % (dict_path, number, token, first_line[token])
-                )
-            first_line[token] = number
-            tokens.append(token)
+    # newline=None: the universal newlines of open() (\r\n and \r end a line, as before)
+    for number, line in enumerate(io.StringIO(_vocab_text(dict_path, encoding), newline=None), 1):
+        parts = line.split()
+        if not parts:
+            blank.append(number)
+            continue
+        if blank:
+            raise ValueError(
+                "%s, line %d: blank line inside the vocabulary (every line must hold one "
+                "token; ids are line numbers)" % (dict_path, blank[0])
+            )
+        token = parts[0]
+        if token in first_line:
+            raise ValueError(
+                "%s, line %d: duplicate token %r (first seen on line %d)"
+                % (dict_path, number, token, first_line[token])
+            )
+        first_line[token] = number
+        tokens.append(token)
     # Blank lines at the very end of the file are tolerated (they shift no id).
     return {token: i for i, token in enumerate(tokens)}
 
@@ -164,7 +185,8 @@ def load_vocab(dict_path, encoding="utf-8", simplified=False, startswith=None):
     with CJK characters or punctuation are dropped); ``keep_tokens[i]`` is the original id of
     new id ``i`` (pass it to ``build_transformer_model(keep_tokens=...)``).
 
-    Raises ValueError naming the file and line for blank lines and duplicate tokens.
+    A UTF-8 byte order mark at the start of the file is ignored. Raises ValueError naming the
+    file and line for blank lines, duplicate tokens and bytes that are not valid ``encoding``.
     """
     token_dict = _read_vocab(dict_path, encoding)
     if not simplified:
@@ -218,6 +240,21 @@ def _gc_paused():
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _text_list(texts, argument):
+    """``texts`` as a list; a single text (str or bytes) is a TypeError, not a list of chars."""
+    if isinstance(texts, (str, bytes, bytearray)):
+        raise TypeError(
+            "%s must be a list of texts, got a single %s (wrap it: [text], or call encode)"
+            % (argument, type(texts).__name__)
+        )
+    try:
+        return list(texts)
+    except TypeError:
+        raise TypeError(
+            "%s must be a list of texts, got %s" % (argument, type(texts).__name__)
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,14 +385,21 @@ class TokenizerBase:
         if maxlen is not None:
             self._check_maxlen(maxlen, pair, pattern)
             self._truncate_index(truncate_from)  # validates it
-        first_ids = self._any_ids(first_text)
-        second_ids = self._any_ids(second_text) if pair else None
+        first_ids = self._any_ids(first_text, "first_text")
+        second_ids = self._any_ids(second_text, "second_text") if pair else None
         return self._assemble(first_ids, second_ids, maxlen, pattern, truncate_from)
 
-    def _any_ids(self, text):
+    def _any_ids(self, text, argument="text"):
         if is_string(text):
             return self._text_ids(text)
-        return self.tokens_to_ids(list(text))
+        if isinstance(text, (list, tuple)) and all(is_string(t) for t in text):
+            return self.tokens_to_ids(list(text))
+        raise TypeError(
+            "%s must be a str or a list of token strings, got %s%s"
+            % (argument, type(text).__name__,
+               " (decode bytes first, e.g. text.decode('utf-8'))"
+               if isinstance(text, (bytes, bytearray)) else "")
+        )
 
     def _batch_text_ids(self, texts):
         return [self._any_ids(t) for t in texts]
@@ -365,10 +409,10 @@ class TokenizerBase:
     ):
         """``encode`` over lists of texts (and optional second texts): returns
         ``(list of token_ids, list of segment_ids)``, equal to per-text ``encode`` calls."""
-        first_texts = list(first_texts)
+        first_texts = _text_list(first_texts, "first_texts")
         pair = second_texts is not None
         if pair:
-            second_texts = list(second_texts)
+            second_texts = _text_list(second_texts, "second_texts")
             if len(second_texts) != len(first_texts):
                 raise ValueError(
                     "encode_batch got %d first texts and %d second texts"
@@ -513,6 +557,7 @@ class Tokenizer(TokenizerBase):
             pre_tokenize=pre_tokenize,
             token_translate=token_translate,
         )
+        source = token_dict if is_string(token_dict) else ""
         if is_string(token_dict):
             token_dict = load_vocab(token_dict)
         self._do_lower_case = bool(do_lower_case)
@@ -520,11 +565,25 @@ class Tokenizer(TokenizerBase):
         self._token_dict_inv = {v: k for k, v in self._token_dict.items()}
         self._vocab_size = len(self._token_dict)
         self._word_maxlen = word_maxlen
+        missing = [
+            t for t in (token_start, token_end) if t is not None and t not in self._token_dict
+        ]
+        if missing:
+            raise ValueError(
+                "the vocabulary%s has no %s token, which every encoding %s with; add %s to "
+                "the vocabulary or pass %s (None leaves that side bare)"
+                % (" " + source if source else "", " and no ".join(missing),
+                   "starts/ends" if len(missing) > 1 else
+                   ("starts" if missing[0] == token_start else "ends"),
+                   "them" if len(missing) > 1 else "it",
+                   " and ".join(a for a, t in (("token_start=", token_start),
+                                               ("token_end=", token_end)) if t in missing))
+            )
         for name in ("pad", "unk", "mask", "start", "end"):
             token = getattr(self, "_token_%s" % name)
             if token is not None and token in self._token_dict:
                 setattr(self, "_token_%s_id" % name, self._token_dict[token])
-        self._unk_id = self._token_dict.get(self._token_unk)
+        self._token_unk_id = self._token_dict.get(self._token_unk)
         self._table = _TABLE_LOWER if self._do_lower_case else _TABLE_CASED
         self._word_tokens = {}
         self._word_ids = {}
@@ -534,6 +593,17 @@ class Tokenizer(TokenizerBase):
     @property
     def vocab_size(self):
         return self._vocab_size
+
+    @property
+    def _token_unk_id(self):
+        """The id unknown tokens get; bert4keras scripts set it (e.g. to 0), which is honoured."""
+        return self.__dict__.get("_unk_id")
+
+    @_token_unk_id.setter
+    def _token_unk_id(self, value):
+        self.__dict__["_unk_id"] = value
+        if getattr(self, "_word_ids", None):  # cached ids may hold the previous unknown id
+            self._word_ids.clear()
 
     def _unk(self):
         if self._unk_id is None:
@@ -804,16 +874,10 @@ class Tokenizer(TokenizerBase):
         longer, e.g. U+0130; we do not).
         """
         text = str(text)
-        if self._do_lower_case:
-            lowered = text.lower()
-            # Whole-text lowering applies the final-sigma rule; fall back to per-character
-            # lowering when it changes the length (indices must stay aligned with ``text``).
-            if len(lowered) != len(text):
-                lowered = None
+        pieces = _lowered_pieces(text) if self._do_lower_case else text
         normalized, char_mapping = [], []
-        for i, ch in enumerate(text):
+        for i, ch in enumerate(pieces):
             if self._do_lower_case:
-                ch = lowered[i] if lowered is not None else ch.lower()
                 ch = lowercase_and_normalize(ch)
             for c in ch:
                 if not _is_removed(c):
@@ -838,6 +902,25 @@ class Tokenizer(TokenizerBase):
             token_mapping.append(char_mapping[start:end])
             offset = end
         return token_mapping
+
+
+def _lowered_pieces(text):
+    """``text.lower()`` cut into one piece per character of ``text``.
+
+    Lowering the whole text applies the context rule of the Greek final sigma (as ``tokenize``
+    does); cutting it by the per-character lengths (U+0130 lowers to two characters) keeps each
+    piece aligned with the character it came from. Only the sigma depends on context and both
+    its lower cases are one character, so the lengths add up.
+    """
+    lowered = text.lower()
+    pieces, pos = [], 0
+    for ch in text:
+        n = len(ch.lower())
+        pieces.append(lowered[pos:pos + n])
+        pos += n
+    if pos != len(lowered):  # pragma: no cover - a Unicode rule this code does not know
+        return [ch.lower() for ch in text]
+    return pieces
 
 
 # ---------------------------------------------------------------------------------------------

@@ -169,12 +169,16 @@ def check_finite_loss(loss, step, what="loss"):
 
 
 class NaNGuard(keras.callbacks.Callback):
-    """Stop ``fit`` with a clear error as soon as the loss becomes NaN or infinite.
+    """Stop ``fit`` with a clear error as soon as a monitored value becomes NaN or infinite.
 
     The error reads ``Training diverged: loss is nan at step 17 (epoch 2, batch 7) ...`` where
     ``step`` counts training batches from 1 across epochs (the number the optimizer has
-    processed, including the failing one) and ``batch`` counts from 1 within the epoch.  Keras's
-    ``TerminateOnNaN`` only stops silently; this raises :class:`TrainingDivergedError`.
+    processed, including the failing one) and ``batch`` counts from 1 within the epoch.  With
+    ``steps_per_execution=k`` Keras reports the logs once per k batches, so the error names the
+    range instead (``within steps 5–8 (epoch 1, batches 5–8)``).  Keys that only exist at the
+    end of an epoch (``val_loss``, ``val_accuracy``) are checked there (``at the end of epoch
+    2``).  Keras's ``TerminateOnNaN`` only stops silently; this raises
+    :class:`TrainingDivergedError`.
 
     Args:
         monitor: the log keys to check (default ``("loss",)``); missing keys are ignored.
@@ -183,9 +187,14 @@ class NaNGuard(keras.callbacks.Callback):
     def __init__(self, monitor=("loss",)):
         super().__init__()
         self.monitor = (monitor,) if isinstance(monitor, str) else tuple(monitor)
+        if not self.monitor or not all(isinstance(k, str) for k in self.monitor):
+            raise ValueError(
+                f"`monitor` must be a log key or a list of them, received {monitor!r}."
+            )
         self._steps_before_epoch = 0
         self._last_step = 0
         self._epoch = 0
+        self._batch_begin = None
 
     def on_train_begin(self, logs=None):
         self._steps_before_epoch = 0
@@ -195,15 +204,43 @@ class NaNGuard(keras.callbacks.Callback):
         self._epoch = epoch
         self._steps_before_epoch = self._last_step
 
-    def on_train_batch_end(self, batch, logs=None):
-        step = self._steps_before_epoch + batch + 1
-        self._last_step = step
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_begin = batch
+
+    def _first_bad(self, logs):
         for key in self.monitor:
             if not logs or key not in logs:
                 continue
             value = float(np.asarray(logs[key], dtype="float64").reshape(-1)[0])
             if not math.isfinite(value):
-                raise TrainingDivergedError(
-                    f"Training diverged: {key} is {value} at step {step} "
-                    f"(epoch {self._epoch + 1}, batch {batch + 1}). {_ADVICE}"
-                )
+                return key, value
+        return None
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Keras passes the index of the last batch of the execution; with steps_per_execution
+        # > 1 the batches since on_train_batch_begin ran in one call and share these logs.
+        first = batch if self._batch_begin is None else min(self._batch_begin, batch)
+        self._batch_begin = None
+        step = self._steps_before_epoch + batch + 1
+        self._last_step = step
+        bad = self._first_bad(logs)
+        if bad is None:
+            return
+        key, value = bad
+        epoch = self._epoch + 1
+        if first == batch:
+            where = f"at step {step} (epoch {epoch}, batch {batch + 1})"
+        else:
+            low = self._steps_before_epoch + first + 1
+            where = (f"within steps {low}\u2013{step} (epoch {epoch}, batches "
+                     f"{first + 1}\u2013{batch + 1}; steps_per_execution runs them in one call)")
+        raise TrainingDivergedError(f"Training diverged: {key} is {value} {where}. {_ADVICE}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = self._first_bad(logs)
+        if bad is not None:
+            key, value = bad
+            raise TrainingDivergedError(
+                f"Training diverged: {key} is {value} at the end of epoch {epoch + 1} "
+                f"(after step {self._last_step}). {_ADVICE}"
+            )

@@ -219,6 +219,11 @@ def test_random_sample_topk_topp_and_rng():
     c = dec.random_sample([x], 3, topp=1e-9, rng=0)
     g = greedy(table, pos, x, None, 5, 8)
     assert all(list(s) == g for s in c)
+    # topp >= 1 truncates nothing (bert4keras): the same draws as no topp at all
+    plain = dec.random_sample([x], 4, rng=5)
+    for topp in (1, 1.0, 1.5):
+        same = dec.random_sample([x], 4, topp=topp, rng=5)
+        assert [list(s) for s in same] == [list(s) for s in plain]
 
 
 def test_wraps_temperature_and_rtype():
@@ -248,7 +253,7 @@ def test_autoregressive_bad_arguments():
     with pytest.raises(ValueError, match="inputs"):
         dec.beam_search(np.zeros(3), 2)
     with pytest.raises(ValueError, match="topp"):
-        dec.random_sample([np.zeros(3)], 2, topp=1.5)
+        dec.random_sample([np.zeros(3)], 2, topp=0)
     with pytest.raises(ValueError, match="maxlen"):
         AutoRegressiveDecoder(start_id=None, end_id=0, maxlen=0)
     with pytest.raises(NotImplementedError):

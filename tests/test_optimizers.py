@@ -478,6 +478,40 @@ def test_other_bad_arguments_raise():
         O.Tiger(beta=1.5)
 
 
+_WD = O.extend_with_weight_decay(O.AdamW)
+_LR = O.extend_with_piecewise_linear_lr(O.Adam)
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda: O.AdaFactor(learning_rate=-1e-3), "learning_rate=-0.001"),
+    (lambda: O.AdaFactor(learning_rate=float("nan")), "learning_rate=nan"),
+    (lambda: O.Tiger(learning_rate=-1.0), "learning_rate=-1.0"),
+    (lambda: _LR(float("inf")), "learning_rate=inf"),
+    (lambda: O.Tiger(weight_decay=-0.1), "weight_decay=-0.1"),
+    (lambda: O.AdaFactor(weight_decay=float("nan")), "weight_decay=nan"),
+    (lambda: _WD(1e-3, weight_decay_rate="x"), "weight_decay_rate='x'"),
+    (lambda: _WD(1e-3, weight_decay_rate=-0.01), "weight_decay_rate=-0.01"),
+    (lambda: _WD(1e-3, exclude_from_weight_decay=["Norm", "(bias"]),
+     "exclude_from_weight_decay` entry '\\(bias' is not a valid regular expression"),
+    (lambda: O.extend_with_layer_adaptation(O.Adam)(1e-3, exclude_from_layer_adaptation="[a"),
+     "exclude_from_layer_adaptation"),
+    (lambda: O.AdaFactor(gradient_accumulation_steps=2.5), "gradient_accumulation_steps=2.5"),
+    (lambda: O.AdaFactor(gradient_accumulation_steps=0), "gradient_accumulation_steps=0"),
+    (lambda: _LR(1e-3, gradient_accumulation_steps=0), "gradient_accumulation_steps=0"),
+])
+def test_bad_base_arguments_fail_at_construction_naming_the_argument(make, word):
+    with pytest.raises(ValueError, match=word):
+        make()
+
+
+def test_valid_base_arguments_still_construct():
+    assert O.AdaFactor(learning_rate=None).relative_step
+    assert float(O.AdaFactor(learning_rate=0).learning_rate) == 0.0
+    O.Tiger(learning_rate=O.PiecewiseLinear({0: 1.0, 10: 0.1}))
+    assert _WD(1e-3, weight_decay_rate=0, exclude_from_weight_decay=[r"\bbias$"]).weight_decay == 0
+    assert O.AdaFactor(gradient_accumulation_steps=2).gradient_accumulation_steps == 2
+
+
 def test_unmatched_patterns_warn_for_every_name_based_wrapper():
     variables = make_variables()
     grads = random_grads(variables, 1)

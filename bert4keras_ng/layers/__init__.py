@@ -41,3 +41,8 @@ __all__ = [
     "SinusoidalPositionEmbedding",
     "SynthesizerAttention",
 ]
+
+# bert4keras compatibility: the `Loss` layer of bert4keras scripts (see bert4keras_ng.compat).
+from bert4keras_ng.compat.loss_layer import Loss  # noqa: E402
+
+__all__ += ["Loss"]

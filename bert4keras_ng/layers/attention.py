@@ -41,11 +41,12 @@ def _and(a, b):
     return a if b is None else ops.logical_and(a, b)
 
 
-def combine_attention_bias(key_mask, bias, a_bias, n_q, n_k, head_axis):
+def combine_attention_bias(key_mask, bias, a_bias, n_q, n_k, head_axis, q_offset=0):
     """Boolean keep-mask and additive float bias for logits (b, [N,] n_q, n_k).
 
     key_mask (b, n_k) masks padded keys; `bias` is the extra input when a_bias=True (boolean → ANDed,
-    float → added); a_bias='causal' keeps keys j <= i.
+    float → added); a_bias='causal' keeps keys j <= q_offset + i (queries of a cached call sit
+    at key positions q_offset + i).
     """
     mask = None
     if key_mask is not None:
@@ -61,7 +62,7 @@ def combine_attention_bias(key_mask, bias, a_bias, n_q, n_k, head_axis):
         else:
             additive = bias
     if a_bias == "causal":
-        mask = _and(mask, relative_distances(n_q, n_k) <= 0)
+        mask = _and(mask, relative_distances(n_q, n_k) <= q_offset)
     return mask, additive
 
 
@@ -213,8 +214,23 @@ class MultiHeadAttention(_AttentionBase):
         qw = _split_heads(self.q_dense(q), self.heads, self.dk)
         kw = _split_heads(self.k_dense(k), self.heads, self.dk)
         vw = _split_heads(self.v_dense(v), self.heads, self.dv)
-        logits = position_logits(qw, kw, position, p_bias, position_options,
-                                 "bjhd,bkhd->bhjk")
+        logits = None
+        if p_bias == "rotary" and not position_options:
+            qw, kw = apply_rotary_position_embeddings(position, qw, kw)
+        elif p_bias in ("rotary", "rerope") or position_options:  # need un-rotated q, k
+            logits = position_logits(qw, kw, position, p_bias, position_options,
+                                     "bjhd,bkhd->bhjk")
+        o, logits = self._attend(qw, kw, vw, v_mask, bias, position, a_bias, p_bias, 0, training,
+                                 logits)
+        return [o, logits] if self.return_attention_scores else o
+
+    def _attend(self, qw, kw, vw, key_mask, bias, position, a_bias, p_bias, q_offset, training,
+                logits=None):
+        """Attention of projected heads qw (b, n_q, h, dk) over kw, vw (b, n_k, h, d·); the
+        queries sit at key positions q_offset + i (a cached call). Returns (o, scaled logits).
+        ``logits``: q·kᵀ already computed (ReRoPE / log-n, :func:`position_logits`)."""
+        if logits is None:
+            logits = ops.einsum("bjhd,bkhd->bhjk", qw, kw)
         if p_bias == "typical_relative":
             if self.dv != self.dk:
                 raise ValueError("p_bias='typical_relative' needs head_size == key_size, got "
@@ -227,13 +243,59 @@ class MultiHeadAttention(_AttentionBase):
         if self.attention_scale:
             logits = logits / math.sqrt(self.dk)
         keep, additive = combine_attention_bias(
-            v_mask, bias, a_bias, ops.shape(q)[1], ops.shape(k)[1], head_axis=True)
+            key_mask, bias, a_bias, ops.shape(qw)[1], ops.shape(kw)[1], head_axis=True,
+            q_offset=q_offset)
         probs = self._weights(logits, keep, additive, training)
         o = ops.einsum("bhjk,bkhd->bjhd", probs, vw)
         if p_bias == "typical_relative":
             o = o + ops.einsum("bhjk,jkd->bjhd", probs, position)
-        o = self.o_dense(_merge_heads(o))
-        return [o, logits] if self.return_attention_scores else o
+        return self.o_dense(_merge_heads(o)), logits
+
+    def init_cache(self, batch_size, length, dtype=None):
+        """Zero key/value cache [k (b, L, heads, key_size), v (b, L, heads, head_size)].
+
+        Memory: batch_size · length · heads · (key_size + head_size) values of `dtype`
+        (the layer's compute dtype by default), per attention layer.
+        """
+        dtype = dtype or self.compute_dtype
+        return [ops.zeros((batch_size, length, self.heads, self.dk), dtype),
+                ops.zeros((batch_size, length, self.heads, self.dv), dtype)]
+
+    def call_cached(self, inputs, cache, index, key_mask, a_bias=None, p_bias=None,
+                    position_options=None):
+        """Self-attention of n new positions through a key/value cache (incremental decoding).
+
+        inputs: [x (b, n, d), (a_bias tensor (b|1, n, L)), (position tensor for the new
+        positions: rotary (b|1, n, Dk); typical_relative (n, L, Dk); t5_relative (n, L, heads))].
+        The projected keys/values of x are written into cache = [k, v] (from init_cache) at
+        slots index … index + n − 1; the queries attend over all L slots, masked by key_mask
+        (b, L) (unwritten slots must be False) and the bias ('causal' compares slots).
+        Returns (o (b, n, out_dim), new cache). Same weights and order of operations as call().
+        """
+        self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
+        if p_bias == "rerope" or position_options:
+            raise NotImplementedError(
+                "call_cached caches RoPE-rotated keys and has no log-n scaling; (Leaky) ReRoPE "
+                "needs pre-RoPE keys: see bert4keras_ng.backend.rerope_decode_logits.")
+        inputs = as_list(inputs)
+        check_input_count(self, inputs, 1 + (a_bias is True) + (p_bias is not None),
+                          "[x" + (", a_bias" if a_bias is True else "")
+                          + (f", position ({p_bias})" if p_bias else "") + "] (cached call)")
+        x = inputs[0]
+        bias = inputs[1] if a_bias is True else None
+        position = inputs[-1] if p_bias is not None else None
+        qw = _split_heads(self.q_dense(x), self.heads, self.dk)
+        kw = _split_heads(self.k_dense(x), self.heads, self.dk)
+        vw = _split_heads(self.v_dense(x), self.heads, self.dv)
+        if p_bias == "rotary":
+            qw, kw = apply_rotary_position_embeddings(position, qw, kw)
+        k_cache, v_cache = cache
+        start = (0, index, 0, 0)
+        k_cache = ops.slice_update(k_cache, start, ops.cast(kw, k_cache.dtype))
+        v_cache = ops.slice_update(v_cache, start, ops.cast(vw, v_cache.dtype))
+        o, _ = self._attend(qw, ops.cast(k_cache, qw.dtype), ops.cast(v_cache, vw.dtype),
+                            key_mask, bias, position, a_bias, p_bias, index, None)
+        return o, [k_cache, v_cache]
 
     def compute_mask(self, inputs, mask=None):
         q_mask = mask[0] if isinstance(mask, (list, tuple)) else mask

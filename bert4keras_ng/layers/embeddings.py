@@ -188,6 +188,12 @@ class PositionEmbedding(_PositionMerge):
             return self._merge(x, table[None, : ops.shape(x)[1]])
         if ids is None:
             ids = ops.arange(ops.shape(x)[1], dtype="int32")[None]
+        return self.call_at(x, ids)
+
+    def call_at(self, x, ids):
+        """Merge the rows of explicit position ids (b|1, n) into x (b, n, d); the cached
+        decoder uses it for tokens whose positions do not start at 0."""
+        table = ops.cast(self.embeddings, x.dtype)
         ids = ops.cast(ids, "int32")
         if self.hierarchical:
             alpha = 0.4 if self.hierarchical is True else float(self.hierarchical)
@@ -223,6 +229,10 @@ class SinusoidalPositionEmbedding(_PositionMerge):
         x, ids = self._split(inputs)
         if ids is None:
             ids = ops.arange(ops.shape(x)[1], dtype="float32")[None]
+        return self.call_at(x, ids)
+
+    def call_at(self, x, ids):
+        """Merge the sinusoids of explicit positions ids (b|1, n) into x (cached decoding)."""
         table = sinusoidal_embeddings(ops.cast(ids, "float32"), self.output_dim, self.base)
         return self._merge(x, table)
 

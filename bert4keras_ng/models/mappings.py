@@ -11,7 +11,60 @@ shared by all blocks, as for ALBERT) and ``{scope}`` the family's scope (``bert/
 Loading and saving both walk these tables (see ``Transformer.checkpoint_entries``). A weight
 listed here that a built layer does not have (no bias, no LayerNorm parameters, a head that was
 not built) is simply not part of the model's checkpoint.
+
+Loading accounts for both directions: every trainable weight a model creates is in its table or
+matches :data:`NOT_FROM_CHECKPOINT`, and every checkpoint variable is used or matches
+:data:`IGNORABLE` (or belongs to an :data:`OPTIONAL_LAYERS` entry whose layer was not built).
 """
+
+import fnmatch
+
+# Checkpoint variables a model may leave unused without losing anything it computes (fnmatch
+# patterns, ``{scope}`` filled): optimizer slots and counters, and the pretraining heads and
+# companion networks released inside the checkpoints.
+IGNORABLE = (
+    "global_step",
+    "*/adam_m",
+    "*/adam_v",
+    "*/Adam",
+    "*/Adam_1",
+    "*/Momentum",
+    "*/lamb_m",
+    "*/lamb_v",
+    "*/AdaFactor_*",
+    "*/ExponentialMovingAverage",
+    "cls/*",  # BERT MLM and NSP heads
+    "{scope}pooler/*",
+    "discriminator_predictions/*",  # ELECTRA heads and its generator
+    "generator_predictions/*",
+    "generator/*",
+)
+
+# Table entries of layers that only some options build (segment table, heads): their variables
+# are ignorable when the layer was not built.
+OPTIONAL_LAYERS = (
+    "Embedding-Segment",
+    "Pooler-Dense",
+    "NSP-Proba",
+    "MLM-Dense",
+    "MLM-Norm",
+    "MLM-Bias",
+    "Discriminator-Dense",
+    "Discriminator-Prediction",
+)
+
+# Trainable weights that no checkpoint holds, as ``<layer>/<weight>`` fnmatch patterns: the
+# projections of conditional LayerNorm (layer_norm_cond) start from their initializers.
+NOT_FROM_CHECKPOINT = (
+    "*-Norm/hidden_dense/*",
+    "*-Norm/gamma_dense/*",
+    "*-Norm/beta_dense/*",
+)
+
+
+def matches(name, patterns):
+    """Whether ``name`` matches one of the fnmatch ``patterns`` (case-sensitive)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def dense(path):
@@ -93,10 +146,13 @@ ELECTRA["Embedding-Mapping"] = dense("{scope}embeddings_project")
 ELECTRA["Discriminator-Dense"] = dense("discriminator_predictions/dense")
 ELECTRA["Discriminator-Prediction"] = dense("discriminator_predictions/dense_1")
 
-# GAU-alpha: BERT token/segment embeddings, one GatedAttentionUnit per block, no norm weights.
+# GAU-alpha: BERT token/segment embeddings, one GatedAttentionUnit per block, no norm weights;
+# the embedding projection (embedding_size != hidden_size; no release has one) under RoFormerV2's
+# name, so that save_weights_as_checkpoint -> load keeps it.
 GAU_ALPHA = {
     "Embedding-Token": {"embeddings": "bert/embeddings/word_embeddings [k]"},
     "Embedding-Segment": {"embeddings": "bert/embeddings/token_type_embeddings"},
+    "Embedding-Mapping": {"kernel": "bert/encoder/embedding_hidden_mapping_in/kernel"},
     "Transformer-{i}-GatedAttentionUnit": {
         "i_dense/kernel": "GAU_alpha/encoder/layer_{i}/gau/i_dense/kernel",
         "i_dense/bias": "GAU_alpha/encoder/layer_{i}/gau/i_dense/bias",

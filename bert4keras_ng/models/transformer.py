@@ -6,6 +6,7 @@ differences* listed at the top of :class:`Transformer`; the blocks themselves ar
 recipes of ``blocks.py``.
 """
 
+import re
 import warnings
 
 import keras
@@ -73,6 +74,7 @@ class Transformer:
         compound_tokens=None,
         residual_attention_scores=False,
         ignore_invalid_weights=False,
+        ignore_unused_variables=False,
         layers=None,
         prefix=None,
         name=None,
@@ -110,6 +112,7 @@ class Transformer:
         self.compound_tokens = None if not compound_tokens else list(compound_tokens)
         self.residual_attention_scores = residual_attention_scores
         self.ignore_invalid_weights = ignore_invalid_weights
+        self.ignore_unused_variables = ignore_unused_variables
         self.layers = {} if layers is None else layers
         self.prefix = prefix or ""
         self.name = name
@@ -229,8 +232,32 @@ class Transformer:
         self.input = self.inputs[0] if len(self.inputs) == 1 else self.inputs
         self.output = self.outputs[0] if len(self.outputs) == 1 else self.outputs
         self.model = keras.Model(self.input, self.output, name=self.name)
+        self._check_weight_coverage()
         self.built = True
         return self.model
+
+    def _check_weight_coverage(self):
+        """Refuse a build that creates a trainable weight which neither the checkpoint table
+        covers nor ``mappings.NOT_FROM_CHECKPOINT`` declares: loading would leave it random and
+        saving would drop it."""
+        covered = {id(weight) for _, weight, _, _, _ in self.checkpoint_entries()}
+        uncovered = []
+        for layer in self.layers.values():
+            if not isinstance(layer, keras.layers.Layer):  # the Input tensors
+                continue
+            for relative, weight in _weights_by_name(layer).items():
+                if not weight.trainable or id(weight) in covered:
+                    continue
+                if not mappings.matches(layer.name + "/" + relative, mappings.NOT_FROM_CHECKPOINT):
+                    uncovered.append("%s/%s %s" % (layer.name, relative, tuple(weight.shape)))
+        if uncovered:
+            raise ValueError(
+                "%s cannot be built with these options: weight(s) %s have no entry in its "
+                "checkpoint table, so loading a checkpoint would leave them random and "
+                "save_weights_as_checkpoint would drop them. Change the options (e.g. "
+                "embedding_size = hidden_size) or add the entries to the family's table."
+                % (_model_label(self), ", ".join(uncovered))
+            )
 
     def get_inputs(self):
         shape = (self.sequence_length,)
@@ -534,12 +561,13 @@ class Transformer:
         Raises CheckpointMismatchError (or warns with ignore_invalid_weights) before anything
         is read except the vocabulary tables that keep_tokens / compound_tokens transform.
         """
-        plan, missing, mismatched = [], [], []
+        plan, missing, mismatched, used = [], [], [], set()
         select = self.keep_tokens is not None or bool(self.compound_tokens)
         for layer_name, weight, name, transposed, vocabulary in self.checkpoint_entries(mapping):
             if name not in reader:
                 missing.append((layer_name, name))
                 continue
+            used.add(name)
             want = tuple(weight.shape)
             if vocabulary and select:  # the transform defines the shape: apply it now
                 array = reader.read(name)
@@ -555,21 +583,25 @@ class Transformer:
                 mismatched.append((layer_name, name, got, want))
                 continue
             plan.append((weight, value))
-        problems = []
+        invalid = []
         if missing:
-            problems.append(self._missing_message(reader, missing))
+            invalid.append(self._missing_message(reader, missing))
         if mismatched:
-            problems.append(self._mismatch_message(reader, mismatched))
-        if problems:
-            if self.ignore_invalid_weights:
-                warnings.warn(
-                    "ignore_invalid_weights=True, skipping:\n" + "\n".join(problems), stacklevel=3
-                )
-            else:
-                raise CheckpointMismatchError(
-                    "\n".join(problems)
-                    + "\nNothing was loaded. Pass ignore_invalid_weights=True to skip these variables."
-                )
+            invalid.append(self._mismatch_message(reader, mismatched))
+        unused = self._unused_variables(reader, used)
+        unused = [self._unused_message(reader, unused)] if unused else []
+        skip_unused = self.ignore_unused_variables or self.ignore_invalid_weights
+        if (invalid and not self.ignore_invalid_weights) or (unused and not skip_unused):
+            hints = []
+            if invalid:
+                hints.append("ignore_invalid_weights=True to skip the missing or mis-shaped variables")
+            if unused:
+                hints.append("ignore_unused_variables=True to load anyway and drop the unused ones")
+            raise CheckpointMismatchError(
+                "\n".join(invalid + unused) + "\nNothing was loaded. Pass " + ", or ".join(hints) + "."
+            )
+        if invalid or unused:
+            warnings.warn("Loading anyway, skipping:\n" + "\n".join(invalid + unused), stacklevel=3)
         return plan
 
     def build_from_checkpoint(self, checkpoint, mapping=None, **build_options):
@@ -617,6 +649,45 @@ class Transformer:
         if len(missing) > 12:
             lines.append("  ... and %d more" % (len(missing) - 12))
         guesses = [m for m in guess_models(reader) if m != getattr(self, "model_name", None)]
+        if guesses:
+            lines.append(
+                "The checkpoint looks like model=%s; check the model= argument."
+                % " or ".join(repr(m) for m in guesses)
+            )
+        return "\n".join(lines)
+
+    def _unused_variables(self, reader, used):
+        """Checkpoint variables the model neither uses nor may ignore (optimizer slots, the
+        pretraining heads, tables of layers an option left out; see ``mappings.IGNORABLE``)."""
+        patterns = [p.replace("{scope}", self.scope) for p in mappings.IGNORABLE]
+        patterns += list(getattr(reader, "ignorable", ()))  # a reader's own known families
+        optional = set()
+        for key in mappings.OPTIONAL_LAYERS:
+            if key in self.table and self.prefixed(key) not in self.layers:
+                for spec in self.table[key].values():
+                    optional.add(mappings.parse(_fill(spec, None, self.scope))[0])
+        return [
+            name
+            for name in reader.names()
+            if name not in used and name not in optional and not mappings.matches(name, patterns)
+        ]
+
+    def _unused_message(self, reader, unused):
+        lines = [
+            "%s has %d variable(s) that %s does not use (loading would silently drop them):"
+            % (reader.describe(), len(unused), _model_label(self))
+        ]
+        for name in unused[:12]:
+            lines.append("  %s %s" % (name, tuple(reader.shape(name))))
+        if len(unused) > 12:
+            lines.append("  ... and %d more" % (len(unused) - 12))
+        depth = [int(m.group(1)) for m in map(_LAYER_INDEX.search, unused) if m]
+        if depth and max(depth) >= self.num_hidden_layers:
+            lines.append(
+                "The checkpoint has blocks up to layer_%d but num_hidden_layers=%d: check the "
+                "config." % (max(depth), self.num_hidden_layers)
+            )
+        guesses = [m for m in guess_models(reader) if _registry()[m] is not type(self)]
         if guesses:
             lines.append(
                 "The checkpoint looks like model=%s; check the model= argument."
@@ -700,6 +771,16 @@ def _can_defer_initialization():
     except ImportError:  # pragma: no cover - Keras internals moved
         return False
     return not in_stateless_scope()
+
+
+_LAYER_INDEX = re.compile(r"layer_(\d+)/")
+
+
+def _registry():
+    """The model registry {name: class} (imported late: the registry imports this module)."""
+    from bert4keras_ng.models import MODELS
+
+    return MODELS
 
 
 def _fill(template, index, scope):
