@@ -30,11 +30,14 @@ setup(
         "keras>=3.5",
         "numpy",
         "h5py",
-        "tokenizers>=0.15",
         "sentencepiece",
+        "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "hypothesis"],
+        # tokenizers: reference for the tokenizer tests only (not used at run time)
+        "test": ["pytest>=7", "pytest-xdist", "hypothesis", "tokenizers>=0.15", "jax[cpu]"],
+        # reading Hugging Face folders that only have pytorch_model.bin
+        "torch": ["torch"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

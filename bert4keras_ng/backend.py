@@ -171,6 +171,17 @@ def gelu_tanh(x):
 _ACTIVATIONS = {"gelu": gelu_erf, "gelu_erf": gelu_erf, "gelu_tanh": gelu_tanh}
 
 
+def explicit_gelu(identifier):
+    """'gelu' spelled as the variant it currently means ('gelu_erf', or 'gelu_tanh' after
+    set_gelu('tanh')), so that a model's config keeps it; anything else unchanged (lists
+    element-wise)."""
+    if isinstance(identifier, (list, tuple)):
+        return type(identifier)(explicit_gelu(i) for i in identifier)
+    if isinstance(identifier, str) and identifier.lower() == "gelu":
+        return "gelu_tanh" if _ACTIVATIONS["gelu"] is gelu_tanh else "gelu_erf"
+    return identifier
+
+
 def get_activation(identifier):
     """Resolve an activation: 'gelu' is the erf form, 'gelu_tanh' the approximation, else Keras'."""
     if identifier is None:
@@ -255,6 +266,106 @@ def t5_relative_position_buckets(n_q, n_k, num_buckets=32, max_distance=128, bid
     return offset + ops.where(n < max_exact, n, large)
 
 
+# ---- run-time checks of id inputs --------------------------------------------------------------
+# Where the values can be seen, an out-of-range id is an error: eagerly a ValueError at once, in a
+# TensorFlow graph (model.predict / fit without XLA) an InvalidArgumentError when the step runs.
+# Under XLA or a JAX jit no error can be raised from inside the computation: the lookups then
+# give a zero row for an out-of-range id, in every precision and on every device.
+
+
+def _concrete(x):
+    """Whether ``x`` holds values now (eager), as opposed to a symbolic or traced tensor."""
+    if isinstance(x, keras.KerasTensor):
+        return False
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if name == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    return True
+
+
+def _graph_assert(ok, message, x):
+    """``x`` made to depend on an assertion of ``ok`` in a TensorFlow graph; ``x`` otherwise."""
+    if keras.backend.backend() != "tensorflow":
+        return x
+    import tensorflow as tf
+
+    check = tf.debugging.Assert(ok, [message])
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
+
+
+def check_ids(ids, limit, what):
+    """``ids`` after checking ``0 <= ids < limit`` where possible (see above); ``what`` names the
+    ids in the error, e.g. ``"token ids of layer 'Embedding-Token' (vocabulary size 60)"``."""
+    if _concrete(ids):
+        values = np.asarray(ops.convert_to_numpy(ids))
+        bad = np.argwhere((values < 0) | (values >= limit))
+        if bad.size:
+            first = tuple(int(i) for i in bad[0])
+            raise ValueError(
+                "%s: id %d at index %s is outside [0, %d) (%d out-of-range ids in this batch)."
+                % (what, values[first], list(first), limit, len(bad))
+            )
+        return ids
+    ok = ops.logical_and(ops.all(ids >= 0), ops.all(ids < limit))
+    return _graph_assert(ok, "%s: an id is outside [0, %d)." % (what, limit), ids)
+
+
+def check_length(x, limit, message):
+    """``x`` after checking that its axis-1 length is at most ``limit`` where possible; the
+    error is ``message`` (a ValueError eagerly, an InvalidArgumentError in a TF graph)."""
+    length = ops.shape(x)[1]
+    if isinstance(length, int) or _concrete(x):
+        if int(length) > limit:
+            raise ValueError(message.format(length=int(length)))
+        return x
+    return _graph_assert(length <= limit, message.format(length="(run-time)"), x)
+
+
+def zero_out_of_range(rows, ids, limit):
+    """Rows looked up for ``ids`` with those of out-of-range ids set to zero (the behaviour
+    where no error can be raised, the same for gathers and one-hot lookups)."""
+    valid = ops.logical_and(ids >= 0, ids < limit)
+    return rows * ops.cast(valid, rows.dtype)[..., None]
+
+
+def clip_ids(ids, limit):
+    """``ids`` with out-of-range values replaced by 0, safe to gather on every device."""
+    valid = ops.logical_and(ids >= 0, ids < limit)
+    return ops.where(valid, ids, ops.zeros_like(ids))
+
+
+# ----- bert4keras 0.11.5 compatibility surface (names resolved lazily from bert4keras_ng.compat) --
+# `from bert4keras_ng.backend import keras, K, search_layer, set_gelu, ...` keeps a ported
+# script's import line; the implementations live in bert4keras_ng.compat, not in the core.
+_COMPAT_NAMES = {
+    "K": ("bert4keras_ng.compat.keras2_backend", None),
+    "search_layer": ("bert4keras_ng.compat.graph", "search_layer"),
+    "batch_gather": ("bert4keras_ng.compat.graph", "batch_gather"),
+    "set_gelu": ("bert4keras_ng.compat.graph", "set_gelu"),
+    "multilabel_categorical_crossentropy": (
+        "bert4keras_ng.losses", "multilabel_categorical_crossentropy"),
+    "sparse_multilabel_categorical_crossentropy": (
+        "bert4keras_ng.losses", "sparse_multilabel_categorical_crossentropy"),
+}
+
+
+def __getattr__(name):
+    if name in _COMPAT_NAMES:
+        import importlib
+
+        module, attribute = _COMPAT_NAMES[name]
+        module = importlib.import_module(module)
+        return module if attribute is None else getattr(module, attribute)
+    raise AttributeError("module 'bert4keras_ng.backend' has no attribute %r" % (name,))
+
+
 # ---- length extrapolation: ReRoPE / Leaky ReRoPE, log-n query scaling (posts 9708, 9728) ----
 
 
@@ -332,28 +443,3 @@ def log_n_query_scale(n, train_length, clip=True):
         raise ValueError(f"log-n scaling needs train_length >= 2, got {train_length}.")
     scale = ops.log(ops.arange(1, n + 1, dtype="float32")) / math.log(train_length)
     return ops.maximum(scale, 1.0) if clip else scale
-
-
-# ----- bert4keras 0.11.5 compatibility surface (names resolved lazily from bert4keras_ng.compat) --
-# `from bert4keras_ng.backend import keras, K, search_layer, set_gelu, ...` keeps a ported
-# script's import line; the implementations live in bert4keras_ng.compat, not in the core.
-_COMPAT_NAMES = {
-    "K": ("bert4keras_ng.compat.keras2_backend", None),
-    "search_layer": ("bert4keras_ng.compat.graph", "search_layer"),
-    "batch_gather": ("bert4keras_ng.compat.graph", "batch_gather"),
-    "set_gelu": ("bert4keras_ng.compat.graph", "set_gelu"),
-    "multilabel_categorical_crossentropy": (
-        "bert4keras_ng.losses", "multilabel_categorical_crossentropy"),
-    "sparse_multilabel_categorical_crossentropy": (
-        "bert4keras_ng.losses", "sparse_multilabel_categorical_crossentropy"),
-}
-
-
-def __getattr__(name):
-    if name in _COMPAT_NAMES:
-        import importlib
-
-        module, attribute = _COMPAT_NAMES[name]
-        module = importlib.import_module(module)
-        return module if attribute is None else getattr(module, attribute)
-    raise AttributeError("module 'bert4keras_ng.backend' has no attribute %r" % (name,))

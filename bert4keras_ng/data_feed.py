@@ -4,8 +4,9 @@ Keras 3 turns a Python generator into a ``tf.data`` pipeline whose shapes come f
 two batches: a dimension on which they agree is fixed, so a later batch padded to another
 length fails, and list-structured batches ``([tokens, segments], labels)`` are rejected.
 ``BatchStream`` wraps a batch iterator as both a plain Python iterator (``next(stream)`` gives
-the batches unchanged) and a Keras data adapter whose every non-batch dimension is dynamic
-and whose lists are tuples, so it can be handed to ``fit``/``predict``/``evaluate`` directly.
+the batches unchanged) and a Keras data adapter whose non-batch dimensions are dynamic (but
+for axes of size 1 in the first batch, such as (b, 1) labels) and whose lists are tuples, so
+it can be handed to ``fit``/``predict``/``evaluate`` directly.
 """
 
 import numpy as np
@@ -35,6 +36,8 @@ def _as_array(x):
         array = np.asarray(x)
     except ValueError:  # NumPy refuses inhomogeneous nested lists
         array = np.empty(0, dtype=object)
+    if array.dtype == np.float64:  # Keras 2 fed float32 placeholders; losses meet float32
+        array = array.astype("float32")
     if array.dtype == object:
         raise TypeError(
             "a batch element could not be turned into a rectangular array (ragged lists?); "
@@ -44,7 +47,8 @@ def _as_array(x):
 
 
 def normalize_batch(batch, inputs_only=False):
-    """``(x, y[, w])`` with lists made tuples and leaves made arrays; a None target is dropped.
+    """``(x, y[, w])`` with lists made tuples and leaves made arrays (float64 ones float32, as
+    Keras 2's placeholders made them); a None target is dropped.
 
     ``inputs_only``: the batch is ``x`` alone (``fortest``), returned as ``(x,)``.
     """
@@ -89,8 +93,9 @@ def _adapter_class():
 
             first = self._peek()
 
-            def spec(x):
-                return tf.TensorSpec(shape=(None,) * x.ndim, dtype=tf.as_dtype(x.dtype))
+            def spec(x):  # size-1 axes stay fixed: Keras squeezes (b, 1) sparse labels
+                shape = (None,) + tuple(1 if d == 1 else None for d in x.shape[1:])
+                return tf.TensorSpec(shape=shape[: x.ndim], dtype=tf.as_dtype(x.dtype))
 
             signature = _structure(first, spec)
             dataset = tf.data.Dataset.from_generator(self._normalized,

@@ -94,6 +94,11 @@ class AutoRegressiveDecoder:
         minlen: minimum length (in output ids, including ``start_id``) before an end token can
             finish a sequence.
 
+    Fast path: ``AutoRegressiveDecoder(start_id, end_id, maxlen, model=model)`` with a model
+    built by bert4keras_ng (``application='lm'`` / ``'unilm'``, GPT, T5 decoder) and no
+    ``predict`` of your own runs :class:`bert4keras_ng.generation.Generator` (key/value cache,
+    compiled loop; generated tokens get segment 1 under a UniLM mask, else 0). Otherwise:
+
     Subclasses implement ``predict(self, inputs, output_ids, states)`` returning the scores
     of the next token, shape (batch, vocab), for the batch of prefixes ``output_ids``; decorate
     it with ``@AutoRegressiveDecoder.wraps(default_rtype=..., use_states=...)``:
@@ -102,7 +107,7 @@ class AutoRegressiveDecoder:
     the previous ``states`` back (the decoder never reorders them).
     """
 
-    def __init__(self, start_id, end_id, maxlen, minlen=1):
+    def __init__(self, start_id, end_id, maxlen, minlen=1, model=None):
         if int(maxlen) < 1:
             raise ValueError(f"AutoRegressiveDecoder: `maxlen` must be >= 1; got {maxlen}.")
         self.start_id = start_id
@@ -110,6 +115,16 @@ class AutoRegressiveDecoder:
         self.maxlen = int(maxlen)
         self.minlen = int(minlen)
         self.models = {}
+        self.generator = None
+        if model is not None:  # fast path: cached, compiled (bert4keras_ng.generation)
+            if type(self).predict is not AutoRegressiveDecoder.predict:
+                raise ValueError(
+                    "AutoRegressiveDecoder: pass either model= (cached generation) or your own "
+                    "predict(), not both.")
+            from bert4keras_ng.generation import Generator
+
+            self.generator = Generator(model, end_id=end_id, maxlen=maxlen, minlen=minlen,
+                                       start_id=start_id)
         if start_id is None:
             self.first_output_ids = np.empty((1, 0), dtype=int)
         else:
@@ -192,6 +207,10 @@ class AutoRegressiveDecoder:
         if int(topk) < 1:
             raise ValueError(f"beam_search: `topk` must be >= 1; got {topk}.")
         topk = int(topk)
+        if self.generator is not None:
+            self._check_inputs(inputs)
+            return self.generator.beam_search([inputs], topk, temperature=temperature,
+                                              min_ends=min_ends)[0]
         inputs = self._check_inputs(inputs)
         output_ids, output_scores = self.first_output_ids, np.zeros(1)
         for step in range(self.maxlen):
@@ -243,6 +262,15 @@ class AutoRegressiveDecoder:
         if rng is not None and not isinstance(rng, np.random.Generator):
             rng = np.random.default_rng(rng)
         n = int(n)
+        if self.generator is not None:
+            self._check_inputs(inputs)
+            if rng is None:
+                seed = int(np.random.randint(0, 2 ** 31 - 1))
+            else:
+                seed = int(rng.integers(0, 2 ** 31 - 1))
+            return self.generator.random_sample([inputs], n, topk=topk, topp=topp,
+                                                temperature=temperature, min_ends=min_ends,
+                                                seed=seed)[0]
         inputs = self._check_inputs(inputs)
         output_ids = self.first_output_ids
         results = []

@@ -118,6 +118,7 @@ class CachedModel:
         self.self_attention = []  # nodes whose cache this model keeps
         self.cross_attention = []
         self.mask_kind = None
+        self.cross_position = False
         last_mixing = -1
         for i, node in enumerate(self.nodes):
             op = node.operation
@@ -149,6 +150,8 @@ class CachedModel:
                     raise ValueError(f"CachedModel: {op.name!r} uses custom position ids.")
                 last_mixing = i
             elif isinstance(op, RelativePositionEmbedding):
+                if id(ins[1]) not in dynamic:
+                    self.cross_position = True
                 last_mixing = i
             elif not isinstance(op, position_wise):
                 raise ValueError(
@@ -170,7 +173,12 @@ class CachedModel:
         node = head._inbound_nodes[self.output_tensor._keras_history[1]]
         self.logits_node = None
         self.output_is_logits = False
-        if isinstance(head, keras.layers.Activation):
+        self.dense_head = isinstance(head, keras.layers.Dense) and getattr(
+            head.activation, "__name__", "") == "softmax"  # T5 1.1's untied Decoder-Output-LM
+        if self.dense_head:
+            self.logits_node = node
+            self.output_is_logits = True
+        elif isinstance(head, keras.layers.Activation):
             act = getattr(head.activation, "__name__", "")
             if act == "softmax":
                 self.logits_node = node
@@ -199,6 +207,7 @@ class CachedModel:
             "count": ops.zeros((b, length), "int32"),
             "caches": [node.operation.init_cache(b, length) for node in self.self_attention],
             "context": list(context),
+            "cross": [],  # [kw, vw, key mask] per cross-attention layer, filled by the walk
         }
         return self._run(tokens, segments, state, length)
 
@@ -208,13 +217,16 @@ class CachedModel:
         return self._run(tokens, segments, state, ops.shape(state["key_mask"])[1])
 
     @staticmethod
-    def reorder(state, rows):
-        """State with its batch rows gathered by ``rows`` (beam search)."""
+    def reorder(state, rows, same_context=False):
+        """State with its batch rows gathered by ``rows``; ``same_context``: the rows only move
+        between copies of one prompt (beam search), whose context inputs are equal."""
         new = dict(state)
         for key in ("pads", "key_mask", "count"):
             new[key] = ops.take(state[key], rows, axis=0)
         new["caches"] = [[ops.take(c, rows, axis=0) for c in kv] for kv in state["caches"]]
-        new["context"] = [ops.take(c, rows, axis=0) for c in state["context"]]
+        if not same_context:
+            new["context"] = [ops.take(c, rows, axis=0) for c in state["context"]]
+            new["cross"] = [[ops.take(c, rows, axis=0) for c in kv] for kv in state["cross"]]
         return new
 
     # ---- the graph walk ------------------------------------------------------------------
@@ -245,6 +257,9 @@ class CachedModel:
                 else next(context)
         caches = list(state["caches"])
         cache_of = {id(node): i for i, node in enumerate(self.self_attention)}
+        cross = list(state["cross"])
+        fresh = not cross  # the first call (prefill) fills the cross-attention caches
+        cross_of = {id(node): i for i, node in enumerate(self.cross_attention)}
         for i, node in enumerate(self.nodes):
             op = node.operation
             if node is self.logits_node:
@@ -255,8 +270,18 @@ class CachedModel:
                 x = args[0]  # [q, k, v, (bias), (position)] with q = k = v
                 out, caches[j] = op.call_cached([x[0]] + list(x[3:]), caches[j], index, key_mask,
                                                 a_bias=kwargs.get("a_bias"),
-                                                p_bias=kwargs.get("p_bias"),
-                                                position_options=kwargs.get("position_options"))
+                                                p_bias=kwargs.get("p_bias"))
+            elif id(node) in cross_of:
+                x = args[0]  # [q, k, v, (bias), (position)] with k, v from the context
+                if fresh:
+                    mask = keras.src.backend.get_keras_mask(x[2])
+                    if mask is None:  # rows of a stacked context are zero-padded
+                        mask = ops.any(ops.not_equal(x[2], 0), axis=-1)
+                    cross.append(op.cache_context(x[1], x[2]) + [ops.cast(mask, "bool")])
+                kw, vw, mask = cross[cross_of[id(node)]]
+                out = op.call_context_cached([x[0]] + list(x[3:]), [kw, vw], mask,
+                                             a_bias=kwargs.get("a_bias"),
+                                             p_bias=kwargs.get("p_bias"))
             elif not any(id(t) in self.dynamic for t in node.outputs):
                 out = op(*args, **kwargs)  # context only
             elif isinstance(op, AttentionMask):
@@ -267,8 +292,10 @@ class CachedModel:
                     out = count[:, None, :] <= new_count[:, :, None]
             elif isinstance(op, (PositionEmbedding, SinusoidalPositionEmbedding)):
                 out = op.call_at(args[0], positions)
-            elif isinstance(op, RelativePositionEmbedding):
-                rows = ops.slice(op.position_ids(length, length), (index, 0), (n, length))
+            elif isinstance(op, RelativePositionEmbedding):  # rows of the new query slots
+                keys = node.input_tensors[1]
+                n_k = length if id(keys) in self.dynamic else ops.shape(args[0][1])[1]
+                rows = ops.slice(op.position_ids(length, n_k), (index, 0), (n, n_k))
                 out = ops.cast(ops.take(op.embeddings, rows, axis=0), op.compute_dtype)
             else:
                 out = op(*args, **kwargs)
@@ -278,15 +305,22 @@ class CachedModel:
                 for ref in list(env):
                     if ref in self.dynamic and len(env[ref].shape) == 3:
                         env[ref] = env[ref][:, -1:]
-        if self.logits_node is not None:
+        if self.logits_node is not None:  # the input of the final softmax
             args, _ = self.logits_node.arguments.fill_in(env)
             out = args[0]
+            if self.dense_head:
+                head = self.logits_node.operation
+                out = ops.matmul(ops.cast(out, head.compute_dtype),
+                                 ops.cast(head.kernel, head.compute_dtype))
+                if head.use_bias:
+                    out = out + ops.cast(head.bias, head.compute_dtype)
         else:
             out = env[id(self.output_tensor)]
         out = ops.cast(out[:, -1], "float32")
         if not self.output_is_logits:  # probabilities
             out = ops.log(ops.maximum(out, 1e-12))
-        new_state = dict(state, index=index + n, key_mask=key_mask, count=count, caches=caches)
+        new_state = dict(state, index=index + n, key_mask=key_mask, count=count, caches=caches,
+                         cross=cross)
         return out, new_state
 
 
@@ -337,7 +371,8 @@ def _compile(fn, jit_compile=True):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=False)
+        return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=False,
+                           autograph=False)  # the loop is an explicit while_loop
     if backend == "jax":
         import jax
 
@@ -394,15 +429,18 @@ class Generator:
         rows = []
         for p in prompts:
             p = [p] if np.ndim(p[0]) == 0 else list(p)
-            if len(p) not in (1, len(roles)):
+            if len(p) > len(roles):
                 raise ValueError(
-                    f"Generator: each prompt must hold 1 (token ids) or {len(roles)} sequences "
-                    f"({', '.join(roles)}); got {len(p)}.")
+                    f"Generator: each prompt holds at most {len(roles)} arrays (the model "
+                    f"inputs: {', '.join(roles)}); got {len(p)}.")
             rows.append(p)
         tokens, segments, contexts = [], [], []
         for p in rows:
-            items = dict(zip(roles, p)) if len(p) == len(roles) else {"token": p[0]}
-            t = np.asarray(items["token"], dtype="int32").reshape(-1)
+            items = dict(zip(roles, p))  # missing tokens: empty; missing segments: zeros
+            if roles.count("context") > len([r for r in roles[:len(p)] if r == "context"]):
+                raise ValueError(f"Generator: the model takes context input(s) first "
+                                 f"({', '.join(roles)}); each prompt must start with them.")
+            t = np.asarray(items.get("token", []), dtype="int32").reshape(-1)
             s = np.asarray(items.get("segment", np.zeros_like(t)), dtype="int32").reshape(-1)
             if len(s) != len(t):
                 raise ValueError(f"Generator: a prompt has {len(t)} token ids but {len(s)} "
@@ -414,9 +452,15 @@ class Generator:
                 raise ValueError("Generator: an empty prompt needs start_id.")
             tokens.append(t)
             segments.append(s)
-            contexts.append([np.asarray(c) for c, r in zip(p, roles) if r == "context"]
-                            if len(p) == len(roles) else [])
-        length = _bucket(max(len(t) for t in tokens))
+            contexts.append([np.asarray(c) for c, r in zip(p, roles) if r == "context"])
+        length = max(len(t) for t in tokens)
+        if self.cached.cross_position:  # decoder slots = positions: no padding at all
+            if min(len(t) for t in tokens) != length:
+                raise ValueError("Generator: this model's cross-attention position bias needs "
+                                 "decoder prompts of one length; got lengths "
+                                 f"{sorted(set(len(t) for t in tokens))}.")
+        else:
+            length = _bucket(length)  # fewer distinct shapes to compile
         tok, pads = left_pad(tokens, length)
         seg, _ = left_pad(segments, length)
         n_context = roles.count("context")
@@ -490,7 +534,7 @@ class Generator:
                 state = cached.reorder(state, rows)
             b = ops.shape(logits)[0]
             if not greedy:
-                uniforms = keras.random.uniform((maxlen, b), seed=seed_from(seed))
+                uniforms = _uniforms(seed, (maxlen, b))
             out = ops.zeros((b, maxlen), "int32")
             ends = ops.zeros((b,), "int32")
             finish = ops.full((b,), maxlen, "int32")
@@ -517,7 +561,6 @@ class Generator:
                                                logits, state))
             return loop[1], loop[3]
 
-        seed_from = _seed_maker()
         return run
 
     # ---- beam search -----------------------------------------------------------------------
@@ -611,7 +654,7 @@ class Generator:
                 parent = ops.take_along_axis(parent, order, axis=1)
                 token = ops.take_along_axis(token, order, axis=1)
                 rows = ops.reshape(parent + ops.arange(b, dtype=parent.dtype)[:, None] * k, (-1,))
-                state = cached.reorder(state, ops.cast(rows, "int32"))
+                state = cached.reorder(state, ops.cast(rows, "int32"), same_context=True)
                 logits, state = cached.step(ops.reshape(token, (-1, 1)), state)
                 return t + 1, beams, values, ends, result, last, done, best, logits, state
 
@@ -630,20 +673,18 @@ class Generator:
         return run
 
 
-def _seed_maker():
-    """seed tensor → a Keras seed: the stateless (2,) seed on JAX, a SeedGenerator on TF."""
-    if keras.backend.backend() == "jax":
-        import jax.numpy as jnp
+def _uniforms(seed, shape):
+    """Uniforms in [0, 1) drawn statelessly from an int32 seed tensor (same seed, same draws)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-        return lambda seed: jnp.stack([jnp.asarray(seed, "uint32"), jnp.uint32(0)])
-    generator = keras.random.SeedGenerator(0)
+        return tf.random.stateless_uniform(shape, seed=tf.stack([seed, tf.zeros_like(seed)]))
+    if backend == "jax":
+        import jax
 
-    def from_tensor(seed):
-        generator.state.assign(ops.cast(ops.stack([seed, ops.zeros((), seed.dtype)]),
-                                        generator.state.dtype))
-        return generator
-
-    return from_tensor
+        return jax.random.uniform(jax.random.PRNGKey(seed), shape)
+    return keras.random.uniform(shape, seed=int(seed))
 
 
 def _sample(logits, temperature, topk, topp, u):

@@ -82,6 +82,8 @@ class _SideTransformer(BERT):
     """The side network: a BERT block stack fed by down-projected backbone activations."""
 
     initializer_order = 2
+    # the ladder projections exist only in the side network: no checkpoint holds them
+    not_from_checkpoint = BERT.not_from_checkpoint + ("*Ladder-*-Mapping/*",)
 
     def __init__(self, backbone, taps, **kwargs):
         super().__init__(**kwargs)

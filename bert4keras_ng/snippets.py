@@ -585,7 +585,8 @@ class DataGenerator:
         The generator's ``__iter__`` yields single examples here (bert4keras convention); the
         dataset batches them by ``batch_size`` (``padded_batch=True`` pads to ``shapes``).
         ``names`` (a string, a list of strings, or a list of lists) wraps the structure into
-        dicts, e.g. ``names=(['Input-Token', 'Input-Segment'], ['label'])``.
+        dicts, e.g. ``names=(['Input-Token', 'Input-Segment'], ['label'])``; a target part
+        with a single name stays a bare tensor (Keras 3 refuses a one-key dict target).
         """
         import tensorflow as tf
 
@@ -598,7 +599,11 @@ class DataGenerator:
             elif isinstance(names[0], str):
                 wrap = lambda k, v: dict(zip(k, v))  # noqa: E731
             else:
-                wrap = lambda k, v: tuple(dict(zip(i, j)) for i, j in zip(k, v))  # noqa: E731
+                # a target part with one name stays a bare tensor: Keras 3 matches a model's
+                # single output positionally and rejects a one-key dict for it
+                wrap = lambda k, v: tuple(  # noqa: E731
+                    j[0] if n and len(i) == 1 else dict(zip(i, j))
+                    for n, (i, j) in enumerate(zip(k, v)))
 
             def generator():
                 for d in self._epochs(True):

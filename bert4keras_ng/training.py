@@ -13,14 +13,16 @@ The one documented way to train any model in mixed precision::
         optimizer=optimizers.AdamW(learning_rate=2e-5),    # any optimizer or extend_with_* class
         loss="sparse_categorical_crossentropy",            # losses are computed in float32
         metrics=["accuracy"],
-        # jit_compile defaults to XLA (off under a multi-replica tf.distribute strategy)
+        # jit_compile: XLA by default; off under multi-replica tf.distribute and for
+        # bfloat16 on a CPU-only TensorFlow (XLA's CPU dots upcast bfloat16 to float32)
     )
     model.fit(dataset, callbacks=[training.NaNGuard()])
 
 ``compile_model`` wraps the optimizer in ``keras.optimizers.LossScaleOptimizer`` (dynamic loss
 scaling) when some layer computes in float16, sets a constant ``loss_scale_factor`` when
 ``loss_scale`` is a number (float32 and bfloat16 included), warns when a model output is not
-float32, and compiles with XLA by default (not under multi-replica ``tf.distribute``).  Nothing here changes global state
+float32, and compiles with XLA by default (see :func:`default_jit_compile` for the exceptions).
+Nothing here changes global state
 except inside the :func:`dtype_policy` context, which always restores the previous policy.
 """
 
@@ -37,6 +39,7 @@ __all__ = [
     "uses_float16",
     "prepare_optimizer",
     "compile_model",
+    "default_jit_compile",
     "NaNGuard",
     "TrainingDivergedError",
     "check_finite_loss",
@@ -120,15 +123,13 @@ def compile_model(
 ):
     """``model.compile`` with mixed-precision-safe defaults (see the module docstring).
 
-    ``jit_compile=None`` (default) means XLA (``True``, even on CPU, where Keras's ``"auto"``
-    would turn it off) except when the optimizer was created under a ``tf.distribute`` strategy
-    with several replicas: there XLA cannot reach variables mirrored on other devices, so it is
-    off, as Keras's ``"auto"`` does.  Pass ``True``/``False`` to force.  Extra keyword arguments
-    go to ``model.compile``.  Returns the model.
+    ``jit_compile=None`` (default) picks :func:`default_jit_compile`: XLA, except under a
+    multi-replica ``tf.distribute`` strategy and for bfloat16 models on a CPU-only TensorFlow.
+    Pass ``True``/``False`` to force.  Extra keyword arguments go to ``model.compile``.
+    Returns the model.
     """
     if jit_compile is None:
-        strategy = getattr(optimizer, "_distribution_strategy", None)
-        jit_compile = getattr(strategy, "num_replicas_in_sync", 1) <= 1
+        jit_compile = default_jit_compile(model, optimizer)
     for output in getattr(model, "outputs", None) or []:
         dtype = getattr(output, "dtype", None)
         if dtype in ("float16", "bfloat16"):
@@ -143,6 +144,40 @@ def compile_model(
         optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **compile_kwargs
     )
     return model
+
+
+def _computes_in_bfloat16(model):
+    if getattr(model, "compute_dtype", None) == "bfloat16":
+        return True
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else []
+    return any(getattr(layer, "compute_dtype", None) == "bfloat16" for layer in layers)
+
+
+def default_jit_compile(model, optimizer=None):
+    """What ``compile_model(jit_compile=None)`` uses: the faster choice for backend and device.
+
+    * JAX: ``True`` (Keras's JAX trainer always compiles; ``False`` would run op by op).
+    * TensorFlow with several ``tf.distribute`` replicas: ``False`` (XLA cannot reach variables
+      mirrored on other devices; Keras's ``"auto"`` does the same).
+    * TensorFlow without a GPU/TPU, model computing in bfloat16: ``False``.  XLA's CPU compiler
+      rewrites every bfloat16 dot into a float32 one (converts around an f32 GEMM), while
+      TensorFlow's oneDNN kernels run it on the CPU's bf16 units (AVX512_BF16 / AMX): a
+      BERT-base GEMM measured 3-20x slower under XLA on such a CPU (README, Benchmarks); on
+      CPUs without bf16 units the two were level.  float16 keeps XLA (not measured faster
+      without it).
+    * otherwise ``True`` (also on CPU in float32, where Keras's ``"auto"`` would not).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return True
+    strategy = getattr(optimizer, "_distribution_strategy", None)
+    if getattr(strategy, "num_replicas_in_sync", 1) > 1:
+        return False
+    if _computes_in_bfloat16(model):
+        import tensorflow as tf
+
+        if not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")):
+            return False
+    return True
 
 
 class TrainingDivergedError(FloatingPointError):

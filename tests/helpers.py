@@ -190,15 +190,25 @@ def check_global_dtype_independence(factory, inputs, masks=None, call_kwargs=Non
                          msg="global float type leaked into call")
 
 
+def xla_function(fn):
+    """``fn`` compiled by XLA on the current Keras backend (tf.function(jit_compile=True) or
+    jax.jit); layers called inside read their variables as captured values (inference only)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return tf.function(fn, jit_compile=True)
+
+
 def check_jit(factory, inputs, masks=None, call_kwargs=None, atol=JIT_ATOL, rtol=JIT_RTOL):
-    """The layer compiled with XLA (tf.function(jit_compile=True)) equals eager execution."""
+    """The layer compiled with XLA (tf.function(jit_compile=True) / jax.jit) equals eager."""
     layer = factory()
     expected = call_layer(layer, inputs, masks, call_kwargs)
-    tensors = [tf.convert_to_tensor(x) for x in _as_list(inputs)]
+    tensors = [ops.convert_to_tensor(x) for x in _as_list(inputs)]
     mask_tensors = None if masks is None else [
-        None if m is None else tf.convert_to_tensor(m) for m in _as_list(masks)]
+        None if m is None else ops.convert_to_tensor(m) for m in _as_list(masks)]
 
-    @tf.function(jit_compile=True)
+    @xla_function
     def run(xs, ms):
         kwargs = dict(call_kwargs or {})
         if ms is not None:

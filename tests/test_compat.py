@@ -135,6 +135,29 @@ def test_set_gelu_acts_on_models_built_afterwards():
         backend._ACTIVATIONS["gelu"] = before
 
 
+def test_set_gelu_is_kept_in_the_model_config():
+    from bert4keras_ng.models import build_transformer_model
+
+    config = dict(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=16, hidden_act="gelu", max_position_embeddings=16)
+    before = backend.get_activation("gelu")
+    try:
+        set_gelu("tanh")
+        model = build_transformer_model(None, **config)
+    finally:
+        backend._ACTIVATIONS["gelu"] = before
+    assert model.get_layer("Transformer-0-FeedForward").get_config()["activation"] == "gelu_tanh"
+    assert build_transformer_model(None, **config).get_layer(
+        "Transformer-0-FeedForward").get_config()["activation"] == "gelu_erf"
+
+
+def test_forfit_casts_float64_to_float32():
+    from bert4keras_ng.data_feed import normalize_batch
+
+    x, y = normalize_batch(([np.zeros((1, 2), "int64")], np.zeros((1, 3))))
+    assert x[0].dtype == np.int64 and y.dtype == np.float32
+
+
 def test_backend_reexports_multilabel_losses():
     from bert4keras_ng import losses
     from bert4keras_ng.backend import (multilabel_categorical_crossentropy,
@@ -242,6 +265,18 @@ def test_forfit_feeds_fit_with_list_batches_of_varying_length():
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
     preds = model.predict(gen.fortest(), steps=len(gen), verbose=0)
     assert preds.shape == (2 * len(gen), 1)
+
+
+def test_forfit_keeps_b1_sparse_labels_squeezable():
+    gen = _Batches().make()
+    tokens, segments = keras.Input((None,), dtype="int32"), keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(20, 4)(tokens) + keras.layers.Embedding(2, 4)(segments)
+    y = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model([tokens, segments], y)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["sparse_categorical_accuracy"])
+    history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
 
 
 def test_forfit_is_still_a_plain_iterator():

@@ -30,17 +30,25 @@ KINDS = [
 ]
 
 
-def tiny_model(model, application, seed=0, **kwargs):
+def tiny_model(model, application="encoder", seed=0, **kwargs):
+    """A random tiny model; for T5 the builder (``.encoder``, ``.decoder``)."""
     keras.utils.set_random_seed(seed)
-    m = build_transformer_model(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, hidden_act="gelu", model=model, application=application,
-        max_position=64, **kwargs)
+    t5 = model.startswith("t5")
+    if t5:
+        kwargs["return_keras_model"] = False
+        if model != "t5.1.0":
+            kwargs["hidden_act"] = ["gelu", "linear"]
+    else:
+        kwargs["application"] = application
+    options = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                   intermediate_size=32, hidden_act="gelu", max_position=64)
+    options.update(kwargs)
+    m = build_transformer_model(model=model, **options)
     rng = np.random.default_rng(seed)
-    for w in m.weights:
+    for w in (m.model if t5 else m).weights:
         if w.trainable and len(w.shape) >= 1:
-            w.assign(rng.normal(0.0, 0.2, w.shape).astype("float32")
-                     + (1.0 if w.path.endswith("gamma") else 0.0))
+            scale = w.path.endswith("gamma") or w.path.endswith("scale")
+            w.assign(rng.normal(0.0, 0.2, w.shape).astype("float32") + (1.0 if scale else 0.0))
     return m
 
 
@@ -55,7 +63,8 @@ def prompts(seed=0, lengths=(3, 9, 5, 1)):
 
 
 class Uncached(AutoRegressiveDecoder):
-    """bert4keras-style decoder: the whole prefix through the model at every step."""
+    """bert4keras-style decoder: the whole prefix through the model at every step (prompts
+    [token_ids, segment_ids], [token_ids] for token-only models, [context] for T5 decoders)."""
 
     def __init__(self, model, segment, **kwargs):
         super().__init__(**kwargs)
@@ -63,10 +72,18 @@ class Uncached(AutoRegressiveDecoder):
 
     @AutoRegressiveDecoder.wraps(default_rtype="probas")
     def predict(self, inputs, output_ids, states):
-        token_ids, segment_ids = inputs
-        token_ids = np.concatenate([token_ids, output_ids], 1)
-        segment_ids = np.concatenate([segment_ids, np.full_like(output_ids, self.segment)], 1)
-        return self.model.predict([token_ids, segment_ids], verbose=0)[:, -1]
+        names = [t._keras_history[0].name for t in self.model.inputs]
+        if names[0] == "Input-Context":
+            feed = [inputs[0].astype("float32"), output_ids]
+        else:
+            token_ids = np.concatenate([inputs[0], output_ids], 1)
+            feed = [token_ids]
+            if len(names) == 2:
+                segments = np.full_like(output_ids, self.segment)
+                feed.append(np.concatenate([inputs[1], segments], 1))
+        feed = [np.asarray(f) for f in feed]
+        probs = self.model(feed if len(feed) > 1 else feed[0], training=False)
+        return keras.ops.convert_to_numpy(probs)[:, -1]
 
 
 def segment_of(application):
@@ -87,6 +104,41 @@ def test_cached_greedy_and_beam_equal_uncached(model, application):
         assert list(b) == list(ref.beam_search(p, topk=3)), f"beam 3, prompt {p[0]}"
 
 
+GENERATIVE = ["gpt", "gpt2", "gpt2_ml"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", GENERATIVE)
+def test_gpt_family_cached_greedy_and_beam_equal_uncached(model):
+    m = tiny_model(model)
+    token_only = len(m.inputs) == 1
+    batch = [p[:1] if token_only else p for p in prompts(seed=2)]
+    ref = Uncached(m, 0, start_id=None, end_id=END, maxlen=6)
+    gen = Generator(m, end_id=END, maxlen=6)
+    greedy, beams = gen.greedy(batch), gen.beam_search(batch, topk=3)
+    for p, g, b in zip(batch, greedy, beams):
+        assert list(g) == list(ref.beam_search(p, topk=1)), f"greedy, prompt {p[0]}"
+        assert list(b) == list(ref.beam_search(p, topk=3)), f"beam 3, prompt {p[0]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["t5.1.0", "t5.1.1"])
+def test_t5_cached_greedy_and_beam_equal_uncached(version):
+    """Encoder outputs of different lengths (zero-padded when stacked, masked in the cached
+    cross-attention), decoder starting from id 0 as in bert4keras' T5 examples."""
+    t5 = tiny_model(version, seed=3)
+    contexts = []
+    for p in prompts(seed=5, lengths=(4, 8, 2)):
+        encoded = t5.encoder(p[0][None].astype("int32"), training=False)
+        contexts.append([keras.ops.convert_to_numpy(encoded)[0]])
+    ref = Uncached(t5.decoder, 0, start_id=0, end_id=END, maxlen=6)
+    gen = Generator(t5.decoder, end_id=END, maxlen=6, start_id=0)
+    greedy, beams = gen.greedy(contexts), gen.beam_search(contexts, topk=2)
+    for c, g, b in zip(contexts, greedy, beams):
+        assert list(g) == list(ref.beam_search(c, topk=1))
+        assert list(b) == list(ref.beam_search(c, topk=2))
+
+
 @pytest.mark.slow
 def test_beam_min_ends_start_id_and_right_padded_array():
     """start_id, min_ends=2 and a right-padded (b, n) array of token ids (segment ids 0)."""
@@ -100,6 +152,48 @@ def test_beam_min_ends_start_id_and_right_padded_array():
     for p, o in zip(batch, out):
         assert o[0] == 5
         assert list(o) == list(ref.beam_search(p, topk=2, min_ends=2))
+
+
+def reference_length_penalty_beam(ref, prompt, k, maxlen, alpha):
+    """NumPy beam search with a length penalty, on the uncached decoder's log-probabilities:
+    finished beams leave the beam and compete by score / length^alpha; the search stops when no
+    beam is live; after maxlen steps the best live beam competes too."""
+    beams, scores = [np.zeros(0, int)], np.zeros(1)
+    best, best_norm = None, -np.inf
+    for t in range(maxlen):
+        inputs = [np.repeat(np.array([x]), len(beams), 0) for x in prompt]
+        logp, _ = ref.predict(inputs, np.array(beams), None, 1, "logits")
+        cand = (scores[:, None] + logp).ravel()
+        top = np.argsort(-cand, kind="stable")[:k]
+        rows, tokens = np.divmod(top, logp.shape[1])
+        new_beams, new_scores = [], []
+        for r, tok, value in zip(rows, tokens, cand[top]):
+            beam = np.append(beams[r], tok)
+            if tok == END:
+                norm = value / (t + 1) ** alpha
+                if norm > best_norm:
+                    best, best_norm = beam, norm
+            else:
+                new_beams.append(beam)
+                new_scores.append(value)
+        if not new_beams:
+            return best
+        beams, scores = new_beams, np.array(new_scores)
+    live = scores[0] / maxlen ** alpha
+    return beams[0] if live > best_norm else best
+
+
+@pytest.mark.slow
+def test_beam_length_penalty_matches_numpy_reference():
+    m = tiny_model("gpt2", seed=7)
+    batch = [p[:1] for p in prompts(seed=8, lengths=(3, 6))]
+    ref = Uncached(m, 0, start_id=None, end_id=END, maxlen=6)
+    gen = Generator(m, end_id=END, maxlen=6)
+    for alpha in (0.7, 2.0):
+        out = gen.beam_search(batch, topk=3, length_penalty=alpha)
+        for p, o in zip(batch, out):
+            want = reference_length_penalty_beam(ref, p, 3, 6, alpha)
+            assert list(o) == list(want), f"alpha={alpha}, prompt {p[0]}"
 
 
 def teacher_forced_logits(model, cached, prompt, continuation):
@@ -118,12 +212,14 @@ def teacher_forced_logits(model, cached, prompt, continuation):
     for i in range(len(continuation) + 1):
         ids = np.concatenate([prompt, continuation[:i]])[None]
         segs = np.concatenate([np.zeros(len(prompt)), np.full(i, cached.segment_id)])[None]
-        probs = model.predict([ids, segs], verbose=0)[0, -1].astype("float64")
-        want.append(np.log(probs))
+        feed = [ids.astype("int32"), segs.astype("int32")][: len(model.inputs)]
+        probs = model(feed if len(feed) > 1 else feed[0], training=False)
+        want.append(np.log(keras.ops.convert_to_numpy(probs)[0, -1].astype("float64")))
     return np.array(got), np.array(want), state
 
 
-@pytest.mark.parametrize("model,application", [("bert", "unilm"), ("nezha", "lm")])
+@pytest.mark.parametrize("model,application", [("bert", "unilm"), ("nezha", "lm"),
+                                               ("gpt2", "lm")])
 def test_step_logits_match_full_recomputation(model, application):
     m = tiny_model(model, application)
     cached = CachedModel(m)
@@ -147,6 +243,27 @@ def test_step_logits_mixed_precision(policy):
     got = got - np.log(np.exp(got).sum(-1, keepdims=True))
     tol = 0.05 if policy == "mixed_float16" else 0.2
     np.testing.assert_allclose(got, want, atol=tol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_compiled_generation_mixed_precision(policy):
+    """The XLA-compiled loop under a mixed policy: half-precision caches, float32 scores; the
+    first greedy token is the uncached mixed model's most probable one."""
+    with dtype_policy(policy):
+        m = tiny_model("gpt2", seed=9)
+        gen = Generator(m, end_id=None, maxlen=4)
+        batch = [p[:1] for p in prompts(seed=9, lengths=(3, 5))]
+        out = gen.greedy(batch)
+        beams = gen.beam_search(batch, topk=2)
+        for p, o, b in zip(batch, out, beams):
+            probs = keras.ops.convert_to_numpy(m(p[0][None].astype("int32"), training=False))
+            probs = probs[0, -1].astype("float64")
+            top2 = np.sort(probs)[-2:]
+            assert len(o) == 4 and len(b) == 4
+            if np.log(top2[1]) - np.log(top2[0]) > 0.1:  # no near-tie at half precision
+                assert o[0] == int(np.argmax(probs))
+    assert gen.cache_bytes(2, 5) == 2 * 2 * (8 + 4) * 2 * (8 + 8) * 2 + 2 * (8 + 4)
 
 
 @pytest.mark.slow
@@ -198,6 +315,29 @@ def test_sampling_sequences_finish_like_bert4keras():
         assert finished == sorted(finished, reverse=True)
         lengths = [len(s) for s, f in zip(samples, finished) if f]
         assert lengths == sorted(lengths)
+
+
+@pytest.mark.slow
+def test_auto_regressive_decoder_fast_path():
+    """AutoRegressiveDecoder(model=...) without a predict of its own: cached and compiled, the
+    same beams as the bert4keras-style subclass; with a predict of its own it refuses model=."""
+    m = tiny_model("bert", "unilm", seed=6)
+    batch = prompts(seed=6, lengths=(4, 6))
+    ref = Uncached(m, 1, start_id=None, end_id=END, maxlen=5)
+    fast = AutoRegressiveDecoder(start_id=None, end_id=END, maxlen=5, model=m)
+    for p in batch:
+        assert list(fast.beam_search(p, topk=2)) == list(ref.beam_search(p, topk=2))
+    a = fast.random_sample(batch[0], 3, topk=3, rng=np.random.default_rng(0))
+    b = fast.random_sample(batch[0], 3, topk=3, rng=np.random.default_rng(0))
+    assert len(a) == 3 and [list(x) for x in a] == [list(x) for x in b]
+
+    class Own(AutoRegressiveDecoder):
+        @AutoRegressiveDecoder.wraps()
+        def predict(self, inputs, output_ids, states):
+            return None
+
+    with pytest.raises(ValueError, match="not both"):
+        Own(start_id=None, end_id=END, maxlen=5, model=m)
 
 
 def test_unsupported_models_fail_clearly():

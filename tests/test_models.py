@@ -141,7 +141,7 @@ def test_application_checks():
     with pytest.raises(ValueError, match="electra"):
         build_transformer_model(model="electra", application="lm", **TINY)
     with pytest.raises(ValueError, match="electra.*with_discriminator"):
-        build_transformer_model(model="electra", with_mlm=True, **TINY)
+        build_transformer_model(model="electra", with_pool=True, **TINY)
     with pytest.raises(ValueError, match="segment_vocab_size"):
         build_transformer_model(application="unilm", segment_vocab_size=0, **TINY)
     lm = build_transformer_model(application="lm", **TINY)  # lm switches the MLM head on

@@ -124,3 +124,15 @@ def test_conditional_layer_norm_projections_are_declared_not_from_checkpoint():
     )
     names = [w.path for w in model.trainable_weights]
     assert "Embedding-Norm/gamma_dense/kernel" in names
+
+
+def test_variables_of_weights_the_architecture_lacks_are_fine_only_at_their_constant_value():
+    """RoFormerV2 has no biases: a checkpoint bias of zeros loses nothing, a non-zero one does."""
+    arrays = checkpoints.load_variables(ckpt("roformer_v2"))
+    name = "bert/encoder/layer_0/attention/self/query/bias"
+    assert name not in arrays
+    build_transformer_model(config("roformer_v2"), dict(arrays, **{name: np.zeros(32, "float32")}),
+                            model="roformer_v2")
+    with pytest.raises(CheckpointMismatchError, match="query/bias"):
+        build_transformer_model(config("roformer_v2"), dict(arrays, **{name: np.ones(32, "float32")}),
+                                model="roformer_v2")

@@ -7,7 +7,6 @@ have realistic magnitudes; the float32 reference is bert4keras' own output.
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tests import helpers as H
 from tests.model_cases import as_list, build_case, real_token_error
@@ -63,8 +62,9 @@ def test_mixed_precision_is_finite_and_close_to_float32(name, policy):
 def test_jit_compile_equals_eager(name):
     builder, feed, _ = build_case(name)
     eager = outputs_of(builder.model, feed)
-    compiled = tf.function(lambda xs: builder.model(xs, training=False), jit_compile=True)
-    jitted = [keras.ops.convert_to_numpy(o) for o in as_list(compiled([tf.constant(x) for x in feed]))]
+    compiled = H.xla_function(lambda xs: builder.model(xs, training=False))
+    jitted = [keras.ops.convert_to_numpy(o)
+              for o in as_list(compiled([keras.ops.convert_to_tensor(x) for x in feed]))]
     for a, b in zip(jitted, eager):
         err = real_token_error(a, b, feed[0])
         assert err <= 1e-5, "%s: XLA differs from eager by %.3g" % (name, err)

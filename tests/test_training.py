@@ -288,6 +288,8 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
     def optimizer(kind):
         if kind == "tiger":
             return O.Tiger(learning_rate=1e-2, grad_accum_steps=2)
+        if kind == "adamw":
+            return O.AdamW(learning_rate=1e-2, weight_decay=0.01)
         cls = O.extend_with_lookahead(O.extend_with_exponential_moving_average(
             O.extend_with_layer_adaptation(O.extend_with_piecewise_linear_lr(
                 O.extend_with_weight_decay(O.AdamW)))))
@@ -306,7 +308,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
 
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert mirrored.num_replicas_in_sync == 2
-    for kind in ["tiger", "adamw_wrapped"]:
+    for kind in ["tiger", "adamw", "adamw_wrapped"]:
         single = train(tf.distribute.get_strategy(), kind)
         multi = train(mirrored, kind)
         worst = max(float(np.abs(a - b).max()) for a, b in zip(single, multi))
@@ -334,3 +336,17 @@ def test_mirrored_strategy_matches_single_device_training():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "MAXDIFF" in result.stdout and "CLEAR_ERROR" in result.stdout
     print("\n".join(line for line in result.stdout.splitlines() if line.startswith("MAXDIFF")))
+
+
+def test_default_jit_compile_skips_xla_for_bfloat16_on_a_cpu_only_tensorflow():
+    # XLA's CPU compiler turns bfloat16 dots into float32 ones; oneDNN runs them in bf16.
+    import tensorflow as tf
+
+    cpu_only = not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    with T.dtype_policy("mixed_bfloat16"):
+        bf16 = tiny_classifier()
+    T.compile_model(bf16, O.AdamW(), "sparse_categorical_crossentropy")
+    assert bf16.jit_compile is (not cpu_only)
+    assert T.default_jit_compile(tiny_classifier()) is True  # float32: XLA
+    T.compile_model(bf16, O.AdamW(), "sparse_categorical_crossentropy", jit_compile=True)
+    assert bf16.jit_compile is True  # an explicit choice wins

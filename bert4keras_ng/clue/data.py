@@ -19,10 +19,11 @@ from typing import List, Optional
 from .tasks import TaskSpec
 
 __all__ = [
-    "ClueDataError", "ClassificationExample", "C3Question", "ChidBlank", "CmrcQuestion",
-    "CmrcWindow", "NerExample", "SplitData", "expected_layout", "require_file", "read_split",
-    "read_test", "wsc_marked_text", "csl_first_text", "c3_choices", "chid_trim",
-    "normalize_text", "cmrc_windows", "IDIOM_PATTERN", "C3_PAD_CHOICE",
+    "ClueInputError", "ClueDataError", "ClassificationExample", "C3Question", "ChidBlank",
+    "CmrcQuestion", "CmrcWindow", "NerExample", "SplitData", "expected_layout", "require_file",
+    "read_split", "read_test", "find_test_files", "example_id", "wsc_marked_text",
+    "csl_first_text", "c3_choices", "chid_trim", "normalize_text", "cmrc_windows",
+    "IDIOM_PATTERN", "C3_PAD_CHOICE",
 ]
 
 IDIOM_PATTERN = re.compile(r"#idiom\d{6}#")
@@ -30,7 +31,11 @@ C3_PAD_CHOICE = "无效答案"
 CSL_KEYWORD_SEPARATOR = "；"
 
 
-class ClueDataError(ValueError):
+class ClueInputError(ValueError):
+    """Bad input to a CLUE run (a flag, a file, a vocabulary): one line, no traceback."""
+
+
+class ClueDataError(ClueInputError):
     """A CLUE data file is missing or holds a record the task cannot use."""
 
 
@@ -140,9 +145,20 @@ def require_file(spec: TaskSpec, data_dir: str, name: str) -> str:
     return path
 
 
+def _not_utf8(path, data, error, line=None):
+    line = data[:error.start].count(b"\n") + 1 if line is None else line
+    return ClueDataError(
+        f"{path}, line {line}: not UTF-8 (byte 0x{data[error.start]:02x}: {error.reason}); the "
+        "CLUE files are UTF-8 — convert the file (e.g. iconv -f GBK -t UTF-8)")
+
+
 def _iter_json_lines(path):
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(path, raw, e, lineno) from None
             if not line.strip():
                 continue
             try:
@@ -156,11 +172,18 @@ def _iter_json_lines(path):
 
 
 def _load_json(path):
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ClueDataError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, data, e) from None
+    if not text.strip():
+        raise ClueDataError(f"{path}: the file is empty (expected one JSON document)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ClueDataError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
 
 
 def _field(record, name, where, kind=str):
@@ -426,6 +449,11 @@ def _read_cmrc(spec, path, labelled):
                         raise ClueDataError(f"{awhere}: expected a JSON object")
                     text = _field(ans, "text", awhere)
                     start = _field(ans, "answer_start", awhere, int)
+                    if labelled and start >= 0 and context[start:start + len(text)] != text:
+                        raise ClueDataError(
+                            f"{awhere}: answer_start {start} does not point at the answer: the "
+                            f"context there reads {context[start:start + len(text)]!r}, the "
+                            f"answer text is {text!r}")
                     answers.append((text, start))
                 if not answers:
                     if labelled:
@@ -456,6 +484,11 @@ def _read_ner(spec, path, labelled):
                             raise ClueDataError(
                                 f"{where}: entity {entity!r} has bad offsets {pair!r} (expected "
                                 f"[start, end] inclusive inside a text of length {len(text)})")
+                        if text[pair[0]:pair[1] + 1] != entity:
+                            raise ClueDataError(
+                                f"{where}: {etype} entity {entity!r} at {pair!r} does not match "
+                                f"its text: characters {pair[0]}–{pair[1]} read "
+                                f"{text[pair[0]:pair[1] + 1]!r}")
                         entities.append((pair[0], pair[1], t))
         else:
             _field(r, "id", where)
@@ -493,7 +526,55 @@ def read_split(spec: TaskSpec, data_dir: str, split: str) -> SplitData:
     return SplitData(examples, skipped, names)
 
 
+def example_id(spec: TaskSpec, example):
+    """The id a submission line carries for ``example`` (chid: the blank)."""
+    if spec.kind == "chid":
+        return example.key
+    if spec.kind == "ner":
+        return str(example.record.get("id"))
+    return example.id
+
+
 def read_test(spec: TaskSpec, data_dir: str, name: str) -> SplitData:
-    """Read one unlabelled test file (labels, if present, are ignored)."""
+    """Read one unlabelled test file (labels, if present, are ignored).
+
+    An empty file and an id used twice are errors: the submission would be empty or ambiguous.
+    """
     ex, _ = _read_file(spec, data_dir, name, labelled=False)
+    path = os.path.join(data_dir, name)
+    if not ex:
+        raise ClueDataError(f"{path}: the test file holds no records. {expected_layout(spec)}")
+    seen = {}
+    for e in ex:
+        key = example_id(spec, e)
+        where = getattr(e, "source", "")
+        if key in seen:
+            raise ClueDataError(f"{where or path}: test id {key!r} is used twice (first in "
+                                f"{seen[key]}); every test record needs its own id")
+        seen[key] = where or path
     return SplitData(ex, 0, (name,))
+
+
+# The CLUE 1.1 test file of a task with two test sets ships as test.json or test1.1.json.
+_TEST_ALIASES = {"test.json": "test1.1.json", "test1.1.json": "test.json"}
+
+
+def find_test_files(spec: TaskSpec, data_dir: str):
+    """``(present, skipped)``: the test files found, as ``(file name, submission)`` pairs, and
+    ``{submission: reason}`` for those missing. A partial download predicts what it has; no
+    test file at all is an error."""
+    present, skipped = [], {}
+    for name, submission in spec.test_files:
+        candidates = [name]
+        if len(spec.test_files) > 1 and name in _TEST_ALIASES:
+            candidates.append(_TEST_ALIASES[name])
+        found = next((c for c in candidates if os.path.isfile(os.path.join(data_dir, c))), None)
+        if found is None:
+            skipped[submission] = f"{' or '.join(candidates)} not in {data_dir}"
+        else:
+            present.append((found, submission))
+    if not present:
+        names = ", ".join(n for n, _ in spec.test_files)
+        raise ClueDataError(f"{spec.name}: no test file in {data_dir} (expected {names}). "
+                            f"{expected_layout(spec)}")
+    return present, skipped

@@ -17,7 +17,8 @@ from .data import (C3Question, ChidBlank, ClassificationExample, CmrcWindow, Ner
                    chid_trim, cmrc_windows)
 
 __all__ = [
-    "Feature", "truncate_longest", "build_features", "collate", "iter_batches",
+    "Feature", "truncate_longest", "build_features", "collate", "iter_batches", "bucketed_order",
+    "feature_length",
     "classification_feature", "c3_feature", "chid_feature", "cmrc_feature", "ner_feature",
 ]
 
@@ -213,12 +214,50 @@ def collate(spec, features, pad_multiple=1, num_types=None):
     return x, y
 
 
-def iter_batches(spec, features, batch_size, shuffle=False, rng=None, pad_multiple=1):
-    """Yield ``(x, y, indices)`` batches; every feature appears exactly once per pass."""
-    order = np.arange(len(features))
-    if shuffle:
-        (rng or np.random).shuffle(order)
-    for lo in range(0, len(order), batch_size):
-        idx = order[lo:lo + batch_size]
+def bucketed_order(lengths, batch_size, rng=None, pool_batches=50):
+    """Random-bucket batch order: lists of indices, each batch of similar lengths.
+
+    The indices are shuffled, cut into pools of ``pool_batches * batch_size``, each pool sorted by
+    length (ties in shuffled order) and cut into batches, and the batches of all pools shuffled
+    again: each batch is a random draw of neighbours in length, the batch order random, and
+    every index appears exactly once.  Padding shrinks to about the spread within a pool's batch.
+    """
+    if not isinstance(pool_batches, int) or pool_batches < 1:
+        raise ValueError(f"pool_batches must be a positive integer, got {pool_batches!r}.")
+    rng = rng or np.random
+    lengths = np.asarray(lengths)
+    order = np.arange(len(lengths))
+    rng.shuffle(order)
+    pool = pool_batches * batch_size
+    batches = []
+    for lo in range(0, len(order), pool):
+        chunk = order[lo:lo + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    perm = np.arange(len(batches))
+    rng.shuffle(perm)
+    return [batches[i] for i in perm]
+
+
+def feature_length(feature):
+    """Padded length a feature needs: its longest row."""
+    return max(len(r) for r in feature.rows)
+
+
+def iter_batches(spec, features, batch_size, shuffle=False, rng=None, pad_multiple=1,
+                 bucket=False):
+    """Yield ``(x, y, indices)`` batches; every feature appears exactly once per pass.
+
+    ``bucket=True`` (with ``shuffle``) batches features of similar length together in a random
+    order (:func:`bucketed_order`), so short texts are not padded to a long neighbour's length.
+    """
+    if bucket and shuffle:
+        batches = bucketed_order([feature_length(f) for f in features], batch_size, rng)
+    else:
+        order = np.arange(len(features))
+        if shuffle:
+            (rng or np.random).shuffle(order)
+        batches = [order[lo:lo + batch_size] for lo in range(0, len(order), batch_size)]
+    for idx in batches:
         x, y = collate(spec, [features[i] for i in idx], pad_multiple)
         yield x, y, idx

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ import numpy as np
 from . import data as D
 from . import features as F
 from . import metrics as M
+from . import outputs as O
 from . import writers as W
 from .optim import OPTIMIZERS, make_optimizer
 from .tasks import TASK_NAMES, get_task
@@ -51,7 +53,7 @@ class RunConfig:
     config: Optional[str] = None
     checkpoint: Optional[str] = None
     vocab: Optional[str] = None
-    model: str = DEFAULT_MODEL
+    model: Optional[str] = None  # None: the Hugging Face folder's family, else DEFAULT_MODEL
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     maxlen: Optional[int] = None
@@ -62,6 +64,7 @@ class RunConfig:
     pooling: str = "cls"
     mixed_precision: Optional[str] = None
     xla: bool = False
+    bucket: bool = False                # batch similar lengths together (features.bucketed_order)
     rdrop: bool = False
     rdrop_alpha: float = 4.0
     adversarial: bool = False
@@ -71,6 +74,33 @@ class RunConfig:
     seed: int = 42
     verbose: int = 1
     save_weights: bool = True
+    argv: Optional[list] = None     # the command line, recorded in results.json
+
+
+# Shortest --maxlen per task kind: the special tokens of one sample plus one text token.
+MIN_MAXLEN = {
+    "single": (3, "[CLS] text [SEP]"), "wsc": (3, "[CLS] text [SEP]"),
+    "ner": (3, "[CLS] text [SEP]"), "pair": (4, "[CLS] a [SEP] b [SEP]"),
+    "csl": (4, "[CLS] keywords [SEP] abstract [SEP]"),
+    "c3": (5, "[CLS] passage [SEP] question [SEP] choice [SEP]"),
+    "cmrc": (4, "[CLS] question [SEP] context [SEP]"),
+    "chid": (9, "[CLS] idiom(4) [SEP] left [unused1] right [SEP]"),
+}
+
+
+def _check_settings(cfg, spec):
+    """Numeric settings, checked where they enter (also for ``run(RunConfig(...))`` callers)."""
+    for flag, value in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size),
+                        ("--grad-accum", cfg.grad_accum), ("--stride", cfg.stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise D.ClueInputError(f"{flag} must be a positive integer; got {value!r}")
+    if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise D.ClueInputError(f"--lr must be a finite number > 0; got {cfg.lr!r}")
+    need, layout = MIN_MAXLEN[spec.kind]
+    if isinstance(cfg.maxlen, bool) or not isinstance(cfg.maxlen, int) or cfg.maxlen < need:
+        raise D.ClueInputError(
+            f"--maxlen {cfg.maxlen!r} is too small for {spec.name}: a sample is {layout}, "
+            f"{need - 1} fixed tokens plus at least one text token; give --maxlen >= {need}")
 
 
 def _log(cfg, *args):
@@ -83,10 +113,11 @@ def _resolve(cfg: RunConfig):
     spec = get_task(cfg.task)
     cfg = dataclasses.replace(cfg, task=spec.name)
     demo_data = cfg.data_dir is None
+    _hf_folder_paths(cfg)
     given = [cfg.config, cfg.checkpoint, cfg.vocab]
     if any(given) and not all(given):
         missing = [n for n, v in zip(("--config", "--checkpoint", "--vocab"), given) if not v]
-        raise ValueError(f"give all of --config, --checkpoint and --vocab (missing: "
+        raise D.ClueInputError(f"give all of --config, --checkpoint and --vocab (missing: "
                          f"{', '.join(missing)}), or none of them for the tiny demo checkpoint")
     tiny = not any(given)
     demo = demo_data and tiny
@@ -105,19 +136,39 @@ def _resolve(cfg: RunConfig):
     if cfg.output is None:
         cfg.output = os.path.join("clue_output", spec.name)
     if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got "
+        raise D.ClueInputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got "
                          f"{cfg.optimizer!r}")
     if cfg.pooling not in ("cls", "mean", "max"):
-        raise ValueError(f"--pooling must be cls, mean or max; got {cfg.pooling!r}")
+        raise D.ClueInputError(f"--pooling must be cls, mean or max; got {cfg.pooling!r}")
     if cfg.mixed_precision not in (None, "float16", "bfloat16"):
-        raise ValueError(f"--mixed-precision must be float16 or bfloat16; got "
+        raise D.ClueInputError(f"--mixed-precision must be float16 or bfloat16; got "
                          f"{cfg.mixed_precision!r}")
+    _check_settings(cfg, spec)
+    O.check_output_folder(cfg.output)
     if cfg.lst and cfg.adversarial:
-        raise ValueError("--adversarial perturbs the token embeddings, which --lst freezes; "
+        raise D.ClueInputError("--adversarial perturbs the token embeddings, which --lst freezes; "
                          "use one of them")
     if spec.kind == "cmrc" and cfg.stride <= 0:
-        raise ValueError("--stride must be positive")
+        raise D.ClueInputError("--stride must be positive")
     return spec, cfg, tiny, demo
+
+
+def _hf_folder_paths(cfg):
+    """A Hugging Face folder as --checkpoint: config, vocabulary and family found inside."""
+    from ..huggingface import find_vocabulary, is_hf_folder, read_hf_config
+    from ..models.huggingface import family_of
+
+    if cfg.checkpoint and is_hf_folder(cfg.checkpoint):
+        cfg.config = cfg.config or os.path.join(cfg.checkpoint, "config.json")
+        if cfg.vocab is None:
+            kind, cfg.vocab = find_vocabulary(cfg.checkpoint)
+            if kind != "wordpiece":
+                raise ValueError(f"--checkpoint {cfg.checkpoint!r}: the CLUE runner needs a "
+                                 f"vocab.txt (found only {os.path.basename(cfg.vocab)})")
+        if cfg.model is None:
+            cfg.model = family_of(read_hf_config(cfg.checkpoint), cfg.checkpoint)[1]
+    if cfg.model is None:
+        cfg.model = DEFAULT_MODEL
 
 
 def _tiny_paths(cfg):
@@ -221,11 +272,21 @@ def _duplicate(features):
 # ------------------------------------------------------------------------------ prediction
 
 
-def _predict(trainer, spec, feats, batch_size, pad_multiple):
-    """Run the model over ``feats`` in order; returns one array per feature."""
+def _predict(trainer, spec, feats, batch_size, pad_multiple, what="dev set"):
+    """Run the model over ``feats`` in order; returns one array per feature.
+
+    NaN outputs mean the weights diverged (possibly in the last steps, after the last loss
+    was checked): TrainingDivergedError, rather than a submission of argmax(NaN) = label 0.
+    """
+    from ..training import TrainingDivergedError
+
     outs = []
     for x, _, _ in F.iter_batches(spec, feats, batch_size, pad_multiple=pad_multiple):
         p = trainer.predict_on_batch(x)
+        if np.isnan(p).any():
+            raise TrainingDivergedError(
+                f"Training diverged: the model's outputs on the {what} are NaN (the weights "
+                "became non-finite). Lower the learning rate or lengthen the warm-up.")
         if spec.kind in ("c3", "chid"):
             p = p.reshape(-1, spec.num_choices)
         outs.extend(list(p))
@@ -266,9 +327,9 @@ def _ner_entities(spec, f, logits):
     return out
 
 
-def evaluate(trainer, spec, examples, feats, batch_size, pad_multiple=1):
+def evaluate(trainer, spec, examples, feats, batch_size, pad_multiple=1, what="dev set"):
     """Dev metrics for ``spec``; the key ``spec.metric`` selects the best checkpoint."""
-    outs = _predict(trainer, spec, feats, batch_size, pad_multiple)
+    outs = _predict(trainer, spec, feats, batch_size, pad_multiple, what)
     kind = spec.kind
     if kind in ("single", "pair", "csl", "wsc", "c3"):
         pred = np.array([int(np.argmax(o)) for o in outs])
@@ -302,12 +363,10 @@ def evaluate(trainer, spec, examples, feats, batch_size, pad_multiple=1):
     raise ValueError(kind)
 
 
-def predict_test(trainer, spec, cfg, test_name, submission, tokenizer, pad_multiple=1):
-    """Predict one test file and write its submission file; returns the path."""
-    examples = D.read_test(spec, cfg.data_dir, test_name).examples
-    feats = F.build_features(spec, tokenizer, examples, cfg.maxlen, cfg.stride)
-    path = os.path.join(cfg.output, submission)
-    outs = _predict(trainer, spec, feats, cfg.batch_size, pad_multiple) if feats else []
+def predict_test(trainer, spec, examples, feats, path, batch_size, pad_multiple=1):
+    """Predict one read test file and write its submission file to ``path``; returns it."""
+    outs = (_predict(trainer, spec, feats, batch_size, pad_multiple,
+                     f"test file of {os.path.basename(path)}") if feats else [])
     kind = spec.kind
     if kind in ("single", "pair", "csl", "wsc"):
         labels = [spec.labels[int(np.argmax(o))] for o in outs]
@@ -334,14 +393,143 @@ def predict_test(trainer, spec, cfg, test_name, submission, tokenizer, pad_multi
 # ------------------------------------------------------------------------------ the run
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept."""
+
+
 def _load_backbone(cfg):
     from ..models import build_transformer_model
 
     return build_transformer_model(cfg.config, cfg.checkpoint, model=cfg.model)
 
 
+def _read_model_config(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise D.ClueInputError(f"--config {path}: cannot read the checkpoint's config ({e})") \
+            from None
+    if not isinstance(config, dict):
+        raise D.ClueInputError(f"--config {path}: expected a JSON object")
+    return config
+
+
+def _check_vocab_size(cfg, tokenizer, model_config):
+    """The vocabulary may not hold ids the checkpoint's embedding table does not have."""
+    size = model_config.get("vocab_size")
+    if isinstance(size, int) and not isinstance(size, bool) and tokenizer.vocab_size > size:
+        raise D.ClueInputError(
+            f"--vocab {cfg.vocab} has {tokenizer.vocab_size} tokens but the checkpoint's "
+            f"vocabulary ({cfg.config}: vocab_size) has {size}: ids from {size} up have no "
+            "embedding. Use the vocab.txt that came with the checkpoint.")
+
+
+def _check_layout(cfg, spec):
+    """Train, dev (and chid answer) files must exist, and at least one test file."""
+    for name in list(spec.train_files) + list(spec.dev_files) + [a for _, a in spec.answer_files]:
+        D.require_file(spec, cfg.data_dir, name)
+    return D.find_test_files(spec, cfg.data_dir)
+
+
+def _read_task(cfg, spec, tokenizer, present):
+    """Read and check every file of the task (``present``: the test files found), and build
+    all features, before any training."""
+    train = D.read_split(spec, cfg.data_dir, "train")
+    dev = D.read_split(spec, cfg.data_dir, "dev")
+    tests = [(name, submission, D.read_test(spec, cfg.data_dir, name).examples)
+             for name, submission in present]
+    train_feats = F.build_features(spec, tokenizer, train.examples, cfg.maxlen, cfg.stride)
+    dev_feats = F.build_features(spec, tokenizer, dev.examples, cfg.maxlen, cfg.stride)
+    tests = [(name, submission, ex, F.build_features(spec, tokenizer, ex, cfg.maxlen, cfg.stride))
+             for name, submission, ex in tests]
+    return train, dev, train_feats, dev_feats, tests
+
+
+def _epoch_batches(cfg, spec, feats, rng, pad_multiple):
+    if cfg.rdrop:
+        return _rdrop_batches(spec, feats, cfg.batch_size, rng, pad_multiple)
+    return F.iter_batches(spec, feats, cfg.batch_size, shuffle=True, rng=rng,
+                          pad_multiple=pad_multiple, bucket=cfg.bucket)
+
+
+def _save_weights(model, path):
+    """``model.save_weights`` through a temporary ``.weights.h5`` name and a rename."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name[:-len('.weights.h5')]}.tmp{os.getpid()}.weights.h5")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _train(cfg, spec, model, trainer, train_feats, dev, dev_feats, outputs, state):
+    """The epochs: train, evaluate, keep the best; ``state`` is updated for the interrupt
+    message. Raises TrainingDivergedError (naming epoch and step) on a non-finite loss."""
+    import keras
+
+    from ..training import check_finite_loss
+
+    rng = np.random.default_rng(cfg.seed)
+    pad_multiple = 16 if cfg.xla else 1
+    steps = -(-len(train_feats) // cfg.batch_size)
+    tty = bool(cfg.verbose) and sys.stdout.isatty()
+    best_weights = None
+    for epoch in range(1, cfg.epochs + 1):
+        state["epoch"] = epoch
+        t0 = time.time()
+        bar = keras.utils.Progbar(steps, verbose=1 if tty else 0, stateful_metrics=["loss"])
+        losses = []
+        for step, (x, y, _) in enumerate(
+                _epoch_batches(cfg, spec, train_feats, rng, pad_multiple), 1):
+            loss = trainer.train_on_batch(x, y)
+            state["step"] += 1
+            check_finite_loss(loss, f"{state['step']} (epoch {epoch}/{cfg.epochs}, batch "
+                                    f"{step}/{steps})")
+            losses.append(loss)
+            bar.update(step, [("loss", float(np.mean(losses)))])
+        scores = evaluate(trainer, spec, dev.examples, dev_feats, cfg.batch_size, pad_multiple,
+                          f"dev set after epoch {epoch} (step {state['step']})")
+        value = scores[spec.metric]
+        best = state["best"]
+        improved = best is None or value > best or (spec.keep_on_equal and value >= best)
+        if improved:
+            state["best"], state["best_epoch"] = value, epoch
+            best_weights = model.get_weights()
+            if cfg.save_weights:
+                _save_weights(model, outputs.path("best.weights.h5"))
+                state["saved"] = True
+        record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
+                  "seconds": round(time.time() - t0, 2), **scores}
+        state["history"].append(record)
+        shown = ", ".join(f"{k}: {v:.4f}" for k, v in scores.items())
+        _log(cfg, f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} ({record['seconds']} s);"
+                  f" dev {shown}; best {spec.metric}: {state['best']:.4f} "
+                  f"(epoch {state['best_epoch']})")
+    if best_weights is not None:
+        model.set_weights(best_weights)
+
+
+def _interrupted_message(cfg, spec, state, kept):
+    where = (f"during epoch {state['epoch']} (step {state['step']})" if state["epoch"]
+             else "before training")
+    previous = f"the files of earlier runs in {cfg.output} are unchanged"
+    if kept and state.get("saved"):
+        return (f"interrupted {where}: kept best.weights.h5 of epoch {state['best_epoch']} (dev "
+                f"{spec.metric} {state['best']:.4f}) in {kept}; {previous}")
+    if kept:
+        return f"interrupted {where}: kept the partial outputs in {kept}; {previous}"
+    return f"interrupted {where}: nothing written; {previous}"
+
+
 def run(cfg: RunConfig):
-    """Fine-tune, keep the best dev checkpoint, predict the test files; returns the results."""
+    """Fine-tune, keep the best dev checkpoint, predict the test files; returns the results.
+
+    Every file of the task is read and checked before any model is built; the outputs appear
+    in ``cfg.output`` only when the run completes (see :mod:`.outputs`).
+    """
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -350,36 +538,39 @@ def run(cfg: RunConfig):
             f"configured for {keras.backend.backend()!r}: run with KERAS_BACKEND=tensorflow."
         )
     t_start = time.time()
+    run_id = O.new_run_id()
     spec, cfg, tiny, demo = _resolve(cfg)
-    for name in spec.all_files:  # fail fast, before any model is built
-        D.require_file(spec, cfg.data_dir, name)
-    os.makedirs(cfg.output, exist_ok=True)
+    present, skipped = _check_layout(cfg, spec)  # fail fast, before the tiny checkpoint
     if tiny:
         cfg.config, cfg.checkpoint, cfg.vocab = _tiny_paths(cfg)
-    with open(cfg.config, encoding="utf-8") as f:
-        model_config = json.load(f)
+    model_config = _read_model_config(cfg.config)
 
     from ..tokenizers import Tokenizer
 
-    tokenizer = Tokenizer(cfg.vocab, do_lower_case=True)
+    try:
+        tokenizer = Tokenizer(cfg.vocab, do_lower_case=True)
+    except (OSError, ValueError) as e:
+        raise D.ClueInputError(f"--vocab {cfg.vocab}: {e}") from None
+    _check_vocab_size(cfg, tokenizer, model_config)
     _log(cfg, f"CLUE {spec.name} ({spec.description}); data: {cfg.data_dir}"
               + (" [embedded sample data]" if cfg.data_dir.startswith(SAMPLE_DIR) else ""))
     _log(cfg, f"checkpoint: {cfg.checkpoint} (model={cfg.model})"
               + (" [tiny random checkpoint]" if tiny else ""))
-    train = D.read_split(spec, cfg.data_dir, "train")
-    dev = D.read_split(spec, cfg.data_dir, "dev")
+    train, dev, train_feats, dev_feats, tests = _read_task(cfg, spec, tokenizer, present)
     if train.skipped or dev.skipped:
         _log(cfg, f"skipped records with label '-': train {train.skipped}, dev {dev.skipped}")
-    train_feats = F.build_features(spec, tokenizer, train.examples, cfg.maxlen, cfg.stride)
-    dev_feats = F.build_features(spec, tokenizer, dev.examples, cfg.maxlen, cfg.stride)
     _log(cfg, f"train: {len(train.examples)} records → {len(train_feats)} samples; "
-              f"dev: {len(dev.examples)} records → {len(dev_feats)} samples")
+              f"dev: {len(dev.examples)} records → {len(dev_feats)} samples; test: "
+              + ", ".join(f"{n} {len(ex)} records" for n, _, ex, _ in tests))
+    for submission, reason in skipped.items():
+        _log(cfg, f"will skip {submission}: {reason}")
 
+    outputs = O.RunOutputs(cfg.output, run_id, [s for _, s in spec.test_files])
     previous_policy = keras.config.dtype_policy()
     keras.utils.set_random_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     pad_multiple = 16 if cfg.xla else 1
-    history = []
+    state = {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "history": [],
+             "saved": False}
     try:
         if cfg.mixed_precision:
             keras.config.set_dtype_policy(f"mixed_{cfg.mixed_precision}")
@@ -397,58 +588,46 @@ def run(cfg: RunConfig):
         loss_fn = task_loss(spec, cfg.rdrop_alpha if cfg.rdrop else 0.0)
         trainer = _Trainer(model, loss_fn, optimizer, cfg.xla,
                            cfg.adversarial_epsilon if cfg.adversarial else 0.0)
-
-        best, best_epoch, best_weights = None, None, None
-        steps = -(-len(train_feats) // cfg.batch_size)
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.time()
-            bar = keras.utils.Progbar(steps, verbose=1 if cfg.verbose else 0,
-                                      stateful_metrics=["loss"])
-            losses = []
-            for step, (x, y, _) in enumerate(F.iter_batches(
-                    spec, train_feats, cfg.batch_size, shuffle=True, rng=rng,
-                    pad_multiple=pad_multiple) if not cfg.rdrop else _rdrop_batches(
-                    spec, train_feats, cfg.batch_size, rng, pad_multiple), 1):
-                losses.append(trainer.train_on_batch(x, y))
-                bar.update(step, [("loss", float(np.mean(losses)))])
-            scores = evaluate(trainer, spec, dev.examples, dev_feats, cfg.batch_size,
-                              pad_multiple)
-            value = scores[spec.metric]
-            improved = best is None or value > best or (spec.keep_on_equal and value >= best)
-            if improved:
-                best, best_epoch = value, epoch
-                best_weights = model.get_weights()
-                if cfg.save_weights:
-                    model.save_weights(os.path.join(cfg.output, "best.weights.h5"))
-            record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
-                      "seconds": round(time.time() - t0, 2), **scores}
-            history.append(record)
-            shown = ", ".join(f"{k}: {v:.4f}" for k, v in scores.items())
-            _log(cfg, f"epoch {epoch}/{cfg.epochs} dev {shown}; best {spec.metric}: "
-                      f"{best:.4f} (epoch {best_epoch})")
-        if best_weights is not None:
-            model.set_weights(best_weights)
+        _train(cfg, spec, model, trainer, train_feats, dev, dev_feats, outputs, state)
         files = []
-        for test_name, submission in spec.test_files:
-            files.append(predict_test(trainer, spec, cfg, test_name, submission, tokenizer,
-                                      pad_multiple))
-            _log(cfg, f"wrote {files[-1]}")
+        for name, submission, examples, feats in tests:
+            predict_test(trainer, spec, examples, feats, outputs.path(submission),
+                         cfg.batch_size, pad_multiple)
+            files.append(os.path.join(cfg.output, submission))
+        results = {
+            "task": spec.name, "metric": spec.metric, "best": state["best"],
+            "best_epoch": state["best_epoch"], "history": state["history"],
+            "submissions": files, "skipped_submissions": skipped,
+            "skipped_records": {"train": train.skipped, "dev": dev.skipped},
+            "records": {"train": len(train.examples), "dev": len(dev.examples),
+                        **{name: len(ex) for name, _, ex, _ in tests}},
+            "embedded_sample_data": cfg.data_dir.startswith(SAMPLE_DIR),
+            "tiny_checkpoint": tiny, "seconds": round(time.time() - t_start, 1),
+            "run_id": run_id, "arguments": cfg.argv,
+            "settings": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "argv"},
+        }
+        with O.atomic_open(outputs.path(O.RESULTS)) as f:
+            json.dump(results, f, ensure_ascii=False, indent=2, allow_nan=False)
+        written, removed = outputs.commit()
+    except KeyboardInterrupt:
+        kept = outputs.keep_interrupted()
+        raise RunInterrupted(_interrupted_message(cfg, spec, state, kept)) from None
+    except BaseException:
+        outputs.discard()
+        raise
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
-    results = {
-        "task": spec.name, "metric": spec.metric, "best": best, "best_epoch": best_epoch,
-        "history": history, "submissions": files,
-        "skipped_records": {"train": train.skipped, "dev": dev.skipped},
-        "records": {"train": len(train.examples), "dev": len(dev.examples)},
-        "embedded_sample_data": cfg.data_dir.startswith(SAMPLE_DIR),
-        "tiny_checkpoint": tiny, "seconds": round(time.time() - t_start, 1),
-        "settings": {k: v for k, v in dataclasses.asdict(cfg).items()},
-    }
-    with open(os.path.join(cfg.output, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, ensure_ascii=False, indent=2)
-    _log(cfg, f"best dev {spec.metric}: {best:.4f} (epoch {best_epoch}); results in "
-              f"{os.path.join(cfg.output, 'results.json')} ({results['seconds']} s)")
+    for name in written:
+        if name != O.RESULTS:
+            _log(cfg, f"wrote {os.path.join(cfg.output, name)}")
+    for name in removed:
+        _log(cfg, f"removed {os.path.join(cfg.output, name)} (left by an earlier run)")
+    for submission, reason in skipped.items():
+        _log(cfg, f"skipped {submission}: {reason}")
+    _log(cfg, f"best dev {spec.metric}: {state['best']:.4f} (epoch {state['best_epoch']}); "
+              f"results in {os.path.join(cfg.output, O.RESULTS)} (run {run_id}, "
+              f"{results['seconds']} s)")
     return results
 
 
@@ -464,6 +643,26 @@ def _rdrop_batches(spec, feats, batch_size, rng, pad_multiple):
 # ------------------------------------------------------------------------------ command line
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="clue.py",
@@ -475,23 +674,26 @@ def build_parser():
     p.add_argument("--data-dir", help="folder of that one task's files as unzipped from the "
                                       "CLUE download (default: embedded sample data)")
     p.add_argument("--config", help="bert_config.json of the checkpoint")
-    p.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt")
+    p.add_argument("--checkpoint", help="checkpoint prefix, e.g. .../bert_model.ckpt, or a "
+                                        "Hugging Face folder (config, vocab and model found inside)")
     p.add_argument("--vocab", help="vocab.txt of the checkpoint")
-    p.add_argument("--model", default=DEFAULT_MODEL,
+    p.add_argument("--model", default=None,
                    help="backbone type: bert, roberta, albert, nezha, roformer, roformer_v2, "
                         f"electra, gau_alpha, ... (default {DEFAULT_MODEL})")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="samples per step (c3: questions, chid: "
-                                                  "blanks, cmrc2018: windows)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="samples per step (c3: questions, chid: blanks, cmrc2018: windows)")
     p.add_argument("--maxlen", type=int)
-    p.add_argument("--stride", type=int, help="cmrc2018 window stride in characters "
+    p.add_argument("--stride", type=_positive_int, help="cmrc2018 window stride in characters "
                                               "(default 128)")
-    p.add_argument("--lr", type=float, help="learning rate (default 5e-4)")
+    p.add_argument("--lr", type=_positive_float, help="learning rate (default 5e-4)")
     p.add_argument("--optimizer", default="adafactor", choices=OPTIMIZERS)
-    p.add_argument("--grad-accum", type=int, help="gradient accumulation steps")
+    p.add_argument("--grad-accum", type=_positive_int, help="gradient accumulation steps")
     p.add_argument("--pooling", default="cls", choices=("cls", "mean", "max"))
     p.add_argument("--mixed-precision", choices=("float16", "bfloat16"))
     p.add_argument("--xla", action="store_true", help="compile the train/predict steps with XLA")
+    p.add_argument("--bucket", action="store_true", help="random length buckets: batch training "
+                                                          "samples of similar length together")
     p.add_argument("--rdrop", action="store_true", help="R-Drop consistency loss")
     p.add_argument("--rdrop-alpha", type=float, default=4.0)
     p.add_argument("--adversarial", action="store_true", help="FGM adversarial training on "
@@ -506,21 +708,45 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """The command line: exit 0 on success, 2 for bad input (one ``error:`` line), 1 when
+    training diverged, 130 on Ctrl-C (one line saying what was kept)."""
+    from ..training import TrainingDivergedError
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     cfg = RunConfig(
         task=args.task, data_dir=args.data_dir, config=args.config,
         checkpoint=args.checkpoint, vocab=args.vocab, model=args.model, epochs=args.epochs,
         batch_size=args.batch_size, maxlen=args.maxlen, stride=args.stride, lr=args.lr,
         optimizer=args.optimizer, grad_accum=args.grad_accum, pooling=args.pooling,
-        mixed_precision=args.mixed_precision, xla=args.xla, rdrop=args.rdrop,
+        mixed_precision=args.mixed_precision, xla=args.xla, bucket=args.bucket, rdrop=args.rdrop,
         rdrop_alpha=args.rdrop_alpha, adversarial=args.adversarial,
         adversarial_epsilon=args.adversarial_epsilon, lst=args.lst, output=args.output, seed=args.seed,
-        verbose=0 if args.quiet else 1)
+        verbose=0 if args.quiet else 1, argv=argv)
+    try:
+        _resolve(cfg)  # flag combinations and values: argparse-level errors (usage, exit 2)
+    except D.ClueInputError as e:
+        parser.error(str(e))
     try:
         run(cfg)
-    except D.ClueDataError as e:
+    except RunInterrupted as e:
+        print(str(e), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted before training: nothing written", file=sys.stderr)
+        return 130
+    except TrainingDivergedError as e:
+        print(f"error: {e} Stopped; no submission or results.json was written.",
+              file=sys.stderr)
+        return 1
+    except D.ClueInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. a full disk while writing the outputs
+        print(f"error: {e}; this run wrote nothing to {cfg.output}, the files of earlier runs "
+              "are unchanged", file=sys.stderr)
+        return 1
     except ValueError as e:
         if type(e).__name__ != "CheckpointMismatchError":  # the loader's own message
             raise

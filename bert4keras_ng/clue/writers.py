@@ -1,16 +1,16 @@
-"""Submission files in the exact formats the CLUE leaderboard expects."""
+"""Submission files in the exact formats the CLUE leaderboard expects.
+
+Each file is written to a temporary name beside ``path`` and renamed into place, so an
+interrupted or failed write never leaves a truncated submission.
+"""
 
 from __future__ import annotations
 
 import json
-import os
+
+from .outputs import atomic_open
 
 __all__ = ["write_label_lines", "write_json_object", "write_cluener"]
-
-
-def _ensure_dir(path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
 
 
 def write_label_lines(path, ids, labels):
@@ -21,8 +21,7 @@ def write_label_lines(path, ids, labels):
     ids, labels = list(ids), list(labels)
     if len(ids) != len(labels):
         raise ValueError(f"{len(ids)} ids but {len(labels)} labels")
-    _ensure_dir(path)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for i, label in zip(ids, labels):
             f.write(json.dumps({"id": str(i), "label": str(label)}) + "\n")
     return path
@@ -30,8 +29,7 @@ def write_label_lines(path, ids, labels):
 
 def write_json_object(path, mapping):
     """One JSON object, indented by 4, non-ASCII kept (chid: blank → index; cmrc: id → text)."""
-    _ensure_dir(path)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         json.dump(mapping, f, ensure_ascii=False, indent=4)
     return path
 
@@ -44,8 +42,7 @@ def write_cluener(path, records, entities):
     records, entities = list(records), list(entities)
     if len(records) != len(entities):
         raise ValueError(f"{len(records)} records but {len(entities)} entity lists")
-    _ensure_dir(path)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for record, ents in zip(records, entities):
             out = dict(record)
             label = {}

@@ -90,4 +90,6 @@ class WebServing:
         from wsgiref.simple_server import make_server
 
         with make_server(self.host, self.port, self.app) as httpd:
+            print("WebServing: serving on http://%s:%d" % (self.host, httpd.server_port),
+                  flush=True)
             httpd.serve_forever()

@@ -113,6 +113,22 @@ def _merge_heads(x):
     return ops.reshape(x, (shape[0], shape[1], x.shape[2] * x.shape[3]))
 
 
+def fused_attention(qw, kw, vw, keep, scale):
+    """softmax(q·kᵀ·scale, masked by ``keep``)·v through ``keras.ops.dot_product_attention``.
+
+    q, k, v are (b, n, heads, d); ``keep`` is a boolean mask broadcastable to (b, heads, n_q, n_k)
+    or None.  The backend may run it as one fused kernel (cuDNN flash attention on a GPU under
+    JAX).  A query row without any valid key gives zeros, as :func:`attention_normalize` does.
+    """
+    while keep is not None and len(keep.shape) < 4:
+        keep = ops.expand_dims(keep, 0)
+    o = ops.dot_product_attention(qw, kw, vw, mask=keep, scale=scale)
+    if keep is not None:
+        row_valid = ops.transpose(ops.any(keep, axis=-1), (0, 2, 1))[..., None]
+        o = o * ops.cast(row_valid, o.dtype)
+    return o
+
+
 class _AttentionBase(keras.layers.Layer):
     """Options and pieces shared by MHA and GAU: normalisation, scaling, dropout, serialisation."""
 
@@ -171,6 +187,12 @@ class MultiHeadAttention(_AttentionBase):
     head_size=None infers Dv = input width // heads.
     """
 
+    # Backends on which the supported cases (softmax, boolean or no bias, no relative position
+    # term, no attention dropout in training, no returned scores) go through
+    # keras.ops.dot_product_attention.  TensorFlow's version is the same einsum-softmax-einsum
+    # with a full-size mask, so it keeps this layer's own path there.
+    fused_backends = ("jax", "torch")
+
     def __init__(self, heads, head_size=None, out_dim=None, key_size=None, use_bias=True,
                  normalization="softmax", attention_scale=True, attention_dropout=None,
                  return_attention_scores=False, kernel_initializer="glorot_uniform",
@@ -214,22 +236,26 @@ class MultiHeadAttention(_AttentionBase):
         qw = _split_heads(self.q_dense(q), self.heads, self.dk)
         kw = _split_heads(self.k_dense(k), self.heads, self.dk)
         vw = _split_heads(self.v_dense(v), self.heads, self.dv)
-        logits = None
-        if p_bias == "rotary" and not position_options:
+        if p_bias == "rotary":
             qw, kw = apply_rotary_position_embeddings(position, qw, kw)
-        elif p_bias in ("rotary", "rerope") or position_options:  # need un-rotated q, k
-            logits = position_logits(qw, kw, position, p_bias, position_options,
-                                     "bjhd,bkhd->bhjk")
+        if self._fusable(p_bias, bias, training) and not position_options:
+            keep, _ = combine_attention_bias(
+                v_mask, bias, a_bias, ops.shape(q)[1], ops.shape(k)[1], head_axis=True)
+            scale = 1.0 / math.sqrt(self.dk) if self.attention_scale else 1.0
+            return self.o_dense(_merge_heads(fused_attention(qw, kw, vw, keep, scale)))
         o, logits = self._attend(qw, kw, vw, v_mask, bias, position, a_bias, p_bias, 0, training,
-                                 logits)
+                                 position_options)
         return [o, logits] if self.return_attention_scores else o
 
     def _attend(self, qw, kw, vw, key_mask, bias, position, a_bias, p_bias, q_offset, training,
-                logits=None):
+                position_options=None):
         """Attention of projected heads qw (b, n_q, h, dk) over kw, vw (b, n_k, h, d·); the
-        queries sit at key positions q_offset + i (a cached call). Returns (o, scaled logits).
-        ``logits``: q·kᵀ already computed (ReRoPE / log-n, :func:`position_logits`)."""
-        if logits is None:
+        queries sit at key positions q_offset + i (a cached call). RoPE is already applied;
+        (Leaky) ReRoPE and log-n scaling come from position_options. Returns (o, scaled logits)."""
+        if p_bias == "rerope" or position_options:
+            logits = position_logits(qw, kw, position, "rerope" if p_bias == "rerope" else None,
+                                     position_options, "bjhd,bkhd->bhjk")
+        else:
             logits = ops.einsum("bjhd,bkhd->bhjk", qw, kw)
         if p_bias == "typical_relative":
             if self.dv != self.dk:
@@ -261,8 +287,28 @@ class MultiHeadAttention(_AttentionBase):
         return [ops.zeros((batch_size, length, self.heads, self.dk), dtype),
                 ops.zeros((batch_size, length, self.heads, self.dv), dtype)]
 
-    def call_cached(self, inputs, cache, index, key_mask, a_bias=None, p_bias=None,
-                    position_options=None):
+    def cache_context(self, k, v):
+        """Projected keys/values [kw, vw] of a fixed context (k, v): the cross-attention cache,
+        computed once per generation instead of once per step."""
+        return [_split_heads(self.k_dense(k), self.heads, self.dk),
+                _split_heads(self.v_dense(v), self.heads, self.dv)]
+
+    def call_context_cached(self, inputs, cache, key_mask, a_bias=None, p_bias=None):
+        """Attention of new queries over a context cached by cache_context: inputs [q,
+        (a_bias (b|1, n, n_k)), (position (n, n_k, ·)) for the new queries]; key_mask (b, n_k)."""
+        self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
+        if a_bias == "causal" or p_bias in ("rotary", "rerope", "typical_relative"):
+            raise ValueError(f"{self.name}: a cached context supports a_bias None/True and "
+                             f"p_bias None/'t5_relative'; got {a_bias!r}, {p_bias!r}.")
+        inputs = as_list(inputs)
+        bias = inputs[1] if a_bias is True else None
+        position = inputs[-1] if p_bias is not None else None
+        qw = _split_heads(self.q_dense(inputs[0]), self.heads, self.dk)
+        kw, vw = (ops.cast(c, qw.dtype) for c in cache)
+        o, _ = self._attend(qw, kw, vw, key_mask, bias, position, a_bias, p_bias, 0, None)
+        return o
+
+    def call_cached(self, inputs, cache, index, key_mask, a_bias=None, p_bias=None):
         """Self-attention of n new positions through a key/value cache (incremental decoding).
 
         inputs: [x (b, n, d), (a_bias tensor (b|1, n, L)), (position tensor for the new
@@ -273,10 +319,9 @@ class MultiHeadAttention(_AttentionBase):
         Returns (o (b, n, out_dim), new cache). Same weights and order of operations as call().
         """
         self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
-        if p_bias == "rerope" or position_options:
-            raise NotImplementedError(
-                "call_cached caches RoPE-rotated keys and has no log-n scaling; (Leaky) ReRoPE "
-                "needs pre-RoPE keys: see bert4keras_ng.backend.rerope_decode_logits.")
+        if p_bias == "rerope":
+            raise ValueError(f"{self.name}: cached decoding does not support p_bias='rerope' "
+                             "((Leaky) ReRoPE); generate with the uncached decoder.")
         inputs = as_list(inputs)
         check_input_count(self, inputs, 1 + (a_bias is True) + (p_bias is not None),
                           "[x" + (", a_bias" if a_bias is True else "")
@@ -296,6 +341,14 @@ class MultiHeadAttention(_AttentionBase):
         o, _ = self._attend(qw, ops.cast(k_cache, qw.dtype), ops.cast(v_cache, vw.dtype),
                             key_mask, bias, position, a_bias, p_bias, index, None)
         return o, [k_cache, v_cache]
+
+    def _fusable(self, p_bias, bias, training):
+        """Whether this call can use :func:`fused_attention` (see ``fused_backends``)."""
+        return (keras.backend.backend() in self.fused_backends
+                and self.normalization == "softmax" and not self.return_attention_scores
+                and p_bias in (None, "rotary")
+                and not (self.attention_dropout and training)
+                and (bias is None or keras.backend.standardize_dtype(bias.dtype) == "bool"))
 
     def compute_mask(self, inputs, mask=None):
         q_mask = mask[0] if isinstance(mask, (list, tuple)) else mask

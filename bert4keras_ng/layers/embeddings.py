@@ -5,9 +5,13 @@ import keras
 from keras import ops
 
 from bert4keras_ng.backend import (
+    check_ids,
+    check_length,
+    clip_ids,
     relative_position_ids,
     sinusoidal_embeddings,
     t5_relative_position_buckets,
+    zero_out_of_range,
 )
 from bert4keras_ng.layers.base import as_list, check_choice, check_input_count, register
 
@@ -52,11 +56,15 @@ class Embedding(keras.layers.Embedding):
 
     def call(self, inputs, mode="embedding"):
         check_choice("mode", mode, EMBEDDING_MODES)
-        if mode == "embedding" and self._one_hot_lookup():
-            ids = ops.one_hot(ops.cast(inputs, "int32"), self.input_dim, dtype=self.compute_dtype)
-            return ops.matmul(ids, ops.cast(self.embeddings, self.compute_dtype))
         if mode == "embedding":
-            return super().call(inputs)
+            ids = check_ids(
+                ops.cast(inputs, "int32"), self.input_dim,
+                "%s: ids for a table of %d rows" % (self.name, self.input_dim))
+        if mode == "embedding" and self._one_hot_lookup():
+            ids = ops.one_hot(ids, self.input_dim, dtype=self.compute_dtype)
+            return ops.matmul(ids, ops.cast(self.embeddings, self.compute_dtype))
+        if mode == "embedding":  # out-of-range ids: zero rows, as the one-hot lookup gives
+            return zero_out_of_range(super().call(clip_ids(ids, self.input_dim)), ids, self.input_dim)
         kernel = ops.cast(self.embeddings, self.compute_dtype)
         return ops.matmul(ops.cast(inputs, self.compute_dtype), ops.transpose(kernel))
 
@@ -68,7 +76,8 @@ class Embedding(keras.layers.Embedding):
         scatter serialises on it (45 ms of a 100 ms BERT-base step on an H100). one_hot @ table
         selects the same rows exactly (one non-zero term per output; the sum accumulates in
         float32) and its gradient is a GEMM. Float32 keeps the gather: exact there, and a float32
-        GEMM may run in TF32 on GPUs. Out-of-range ids give zero rows here, as gathers do on GPUs.
+        GEMM may run in TF32 on GPUs. Out-of-range ids are an error where they can be seen
+        (``backend.check_ids``) and give zero rows otherwise, on both paths.
         """
         return self.input_dim <= ONE_HOT_LOOKUP_MAX_ROWS and self.compute_dtype in (
             "float16", "bfloat16")
@@ -171,20 +180,24 @@ class PositionEmbedding(_PositionMerge):
             initializer=self.embeddings_initializer)
         self.built = True
 
+    @property
+    def _too_long(self):
+        return (f"{self.name}: sequence length {{length}} exceeds the {self.input_dim} learned "
+                f"positions (max_position_embeddings); truncate the inputs or use "
+                f"hierarchical=True.")
+
     def check_length(self, x):
         length = x.shape[1]
         if (not self.hierarchical and not self.custom_position_ids and isinstance(length, int)
                 and length > self.input_dim):
-            raise ValueError(
-                f"{self.name}: sequence length {length} exceeds the {self.input_dim} learned "
-                f"positions (max_position_embeddings); truncate the inputs or use "
-                f"hierarchical=True.")
+            raise ValueError(self._too_long.format(length=length))
 
     def call(self, inputs):
         x, ids = self._split(inputs)
         table = ops.cast(self.embeddings, x.dtype)
         if ids is None and not self.hierarchical:
             self.check_length(x)
+            x = check_length(x, self.input_dim, self._too_long)
             return self._merge(x, table[None, : ops.shape(x)[1]])
         if ids is None:
             ids = ops.arange(ops.shape(x)[1], dtype="int32")[None]
@@ -192,17 +205,21 @@ class PositionEmbedding(_PositionMerge):
 
     def call_at(self, x, ids):
         """Merge the rows of explicit position ids (b|1, n) into x (b, n, d); the cached
-        decoder uses it for tokens whose positions do not start at 0."""
+        decoder uses it for tokens whose positions do not start at 0. Out-of-range ids: an
+        error where checkable (``backend.check_ids``), zero rows otherwise."""
         table = ops.cast(self.embeddings, x.dtype)
-        ids = ops.cast(ids, "int32")
+        limit = self.input_dim ** 2 if self.hierarchical else self.input_dim
+        ids = check_ids(ops.cast(ids, "int32"), limit,
+                        "%s: position ids for %d positions" % (self.name, limit))
+        safe = clip_ids(ids, limit)
         if self.hierarchical:
             alpha = 0.4 if self.hierarchical is True else float(self.hierarchical)
             u = (table - alpha * table[:1]) / (1.0 - alpha)
-            table = (alpha * ops.take(u, ids // self.input_dim, axis=0)
-                     + (1.0 - alpha) * ops.take(u, ids % self.input_dim, axis=0))
+            rows = (alpha * ops.take(u, safe // self.input_dim, axis=0)
+                    + (1.0 - alpha) * ops.take(u, safe % self.input_dim, axis=0))
         else:
-            table = ops.take(table, ids, axis=0)
-        return self._merge(x, table)
+            rows = ops.take(table, safe, axis=0)
+        return self._merge(x, zero_out_of_range(rows, ids, limit))
 
     def get_config(self):
         config = super().get_config()

@@ -72,6 +72,49 @@ class Add(keras.layers.Add):
 
 
 @_register
+class Concatenate1D(keras.layers.Layer):
+    """Concatenation along the sequence axis whose mask treats an input without a mask as all
+    valid (Keras' Concatenate rejects a mix); joins attention caches to keys and values."""
+
+    def call(self, inputs, mask=None):
+        return ops.concatenate(inputs, axis=1)
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None or all(m is None for m in mask):
+            return None
+        masks = [
+            ops.ones_like(x[..., 0], dtype="bool") if m is None else ops.cast(m, "bool")
+            for x, m in zip(inputs, mask)
+        ]
+        return ops.concatenate(masks, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        lengths = [shape[1] for shape in input_shape]
+        length = None if any(n is None for n in lengths) else sum(lengths)
+        return (input_shape[0][0], length) + tuple(input_shape[0][2:])
+
+
+@_register
+class CachedKeysMask(keras.layers.Layer):
+    """[boolean mask (b|1, n_q, n_k), cache (b, m, ...)] -> (b|1, n_q, m + n_k): the attention
+    mask extended so that every query sees the m cached key positions put in front."""
+
+    def call(self, inputs):
+        mask, cache = inputs
+        shape = ops.shape(mask)
+        visible = ops.ones((shape[0], shape[1], ops.shape(cache)[1]), dtype="bool")
+        return ops.concatenate([visible, ops.cast(mask, "bool")], axis=-1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_spec(self, inputs):
+        mask, cache = inputs
+        n = None if mask.shape[2] is None or cache.shape[1] is None else mask.shape[2] + cache.shape[1]
+        return keras.KerasTensor((mask.shape[0], mask.shape[1], n), dtype="bool")
+
+
+@_register
 class TakeToken(keras.layers.Layer):
     """``x[:, index]``: the [CLS] vector for the pooler."""
 

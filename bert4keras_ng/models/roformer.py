@@ -5,6 +5,7 @@ RMSNorm instead of LayerNorm (Dropout before the embedding norm), the tied MLM h
 transform/bias, and a depth-scaled initializer.
 """
 
+from bert4keras_ng.models import hf_mappings
 from bert4keras_ng.models.nezha import NEZHA
 
 
@@ -12,11 +13,14 @@ class RoFormer(NEZHA):
     """RoFormer: NEZHA's embeddings and norms (1e-7) with RoPE instead of relative positions."""
 
     position = "rotary"
+    hf_table = hf_mappings.ROFORMER
+    hf_model_type = "roformer"
 
 
 class RoFormerV2(RoFormer):
     """RoFormerV2."""
 
+    hf_table = hf_model_type = None  # no Hugging Face counterpart
     use_bias = False
     norm = "rms"
     dropout_before_embedding_norm = True

@@ -13,9 +13,12 @@ import keras
 import numpy as np
 
 from bert4keras_ng import checkpoints
+from bert4keras_ng.backend import explicit_gelu
 from bert4keras_ng.layers.dropout import Dropout
 from bert4keras_ng.models import blocks, mappings
+from bert4keras_ng.models import config as model_config
 from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
+from bert4keras_ng.models.inputs import TransformerModel
 from bert4keras_ng.models.extrapolation import hwfa_option, length_extrapolation_options
 
 REQUIRED_CONFIG_KEYS = (
@@ -38,18 +41,36 @@ class Transformer:
     # ---- declared differences (defaults = Google BERT) --------------------------------------
     scope = "bert/"  # checkpoint scope substituted for {scope} in the table
     table = mappings.BERT  # Keras layer -> {weight: checkpoint variable}
-    position = "learned"  # 'learned' absolute | 'relative' (NEZHA) | 'rotary' (RoPE)
-    norm = "layer"  # 'layer' (LayerNorm with gamma/beta) | 'rms' (parameter-free RMSNorm)
+    hf_table = None  # the same for Hugging Face folders (None: no counterpart)
+    hf_model_type = None  # config.json model_type of that counterpart
+    position = "learned"  # 'learned' absolute | 'relative' (NEZHA) | 'rotary' (RoPE) | 't5_relative'
+    # 'layer' (LayerNorm with gamma/beta) | 'rms' (parameter-free RMSNorm) | 'rms_scale' (T5)
+    norm = "layer"
     embedding_epsilon = 1e-12
     block_epsilon = 1e-12
     mlm_epsilon = 1e-12
     dropout_before_embedding_norm = False  # RoFormerV2 / GAU-alpha: Dropout, then Norm
+    embedding_norm = True  # GPT, GPT2, T5: no Embedding-Norm
+    embedding_dropout = True  # GPT2, GPT2_ML: no Embedding-Dropout
+    segment_input = True  # GPT2, GPT2_ML, T5: token ids only (segment_vocab_size forced to 0)
     use_bias = True  # biases of attention, FFN and embedding mapping
-    block = "attention"  # 'attention' (MHA + FFN) | 'gau' (one GatedAttentionUnit)
+    attention_scale = True  # T5: logits not divided by sqrt(key size)
+    # a recipe of blocks.BLOCKS: 'attention' (post-norm MHA + FFN) | 'gau' (one
+    # GatedAttentionUnit) | 'pre_norm' (GPT2, T5) | 'gpt2_ml'
+    block = "attention"
+    causal_relative_position = False  # T5 decoder: unidirectional relative buckets
+    block_prefix = ""  # T5: 'Encoder-' / 'Decoder-' in front of block and embedding names
     shared_blocks = False  # ALBERT: one set of block layers (names without index)
-    head = "bert"  # 'bert' (pool/NSP/MLM) | 'tied' (RoFormerV2-style MLM) | 'electra'
+    # 'bert' (pool/NSP/MLM) | 'tied' (RoFormerV2-style MLM) | 'electra' | 'gpt' (tied LM head,
+    # LM-Activation) | 'gpt2' (Output-Norm, then the 'gpt' head)
+    head = "bert"
     attention_normalization = "softmax"
     initializer_order = None  # None: TruncatedNormal(0.02); n: DepthScaledTruncatedNormal(order=n)
+    # '<layer>/<weight>' patterns of trainable weights no checkpoint holds (a subclass adding
+    # layers of its own extends this); every other built weight needs a table entry
+    not_from_checkpoint = mappings.NOT_FROM_CHECKPOINT
+    # family-specific checkpoint variables a model may leave unused (fnmatch patterns)
+    ignorable = ()
     # checkpoint variables that identify this family (present, absent); used in error hints
     signature = (
         ("bert/encoder/layer_0/attention/self/query/bias", "bert/embeddings/position_embeddings"),
@@ -90,25 +111,52 @@ class Transformer:
         attention_normalization=None,
         softmax_plus_clamp=16,
         application="encoder",
+        config_source=None,
         **kwargs,
     ):
+        if not self.segment_input:
+            segment_vocab_size = 0
+        checked = model_config.validate(
+            dict(
+                vocab_size=vocab_size,
+                hidden_size=hidden_size,
+                num_hidden_layers=num_hidden_layers,
+                num_attention_heads=num_attention_heads,
+                intermediate_size=intermediate_size,
+                hidden_act=hidden_act,
+                dropout_rate=dropout_rate,
+                attention_dropout_rate=attention_dropout_rate,
+                embedding_size=embedding_size,
+                attention_head_size=attention_head_size,
+                attention_key_size=attention_key_size,
+                max_position=max_position,
+                segment_vocab_size=segment_vocab_size,
+                sequence_length=sequence_length,
+                keep_tokens=keep_tokens,
+                compound_tokens=compound_tokens,
+            ),
+            config_source,
+        )
+        vocab_size = checked["vocab_size"]
         if keep_tokens is not None:
             vocab_size = len(keep_tokens)
         if compound_tokens:
             vocab_size += len(compound_tokens)
-        self.vocab_size = int(vocab_size)
-        self.hidden_size = int(hidden_size)
-        self.num_hidden_layers = int(num_hidden_layers)
-        self.num_attention_heads = int(num_attention_heads)
-        self.attention_head_size = int(attention_head_size or self.hidden_size // self.num_attention_heads)
-        self.attention_key_size = int(attention_key_size or self.attention_head_size)
-        self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
+        self.vocab_size = vocab_size
+        self.hidden_size = checked["hidden_size"]
+        self.num_hidden_layers = checked["num_hidden_layers"]
+        self.num_attention_heads = checked["num_attention_heads"]
+        self.attention_head_size = checked.get(
+            "attention_head_size", self.hidden_size // self.num_attention_heads
+        )
+        self.attention_key_size = checked.get("attention_key_size", self.attention_head_size)
+        self.intermediate_size = checked["intermediate_size"]
+        self.hidden_act = explicit_gelu(hidden_act)  # set_gelu acts at build time
         self.dropout_rate = dropout_rate or 0
         self.attention_dropout_rate = attention_dropout_rate or 0
-        self.embedding_size = int(embedding_size or self.hidden_size)
-        self.sequence_length = sequence_length
-        self.keep_tokens = None if keep_tokens is None else list(keep_tokens)
+        self.embedding_size = checked.get("embedding_size", self.hidden_size)
+        self.sequence_length = checked.get("sequence_length")
+        self.keep_tokens = None if keep_tokens is None else [int(i) for i in keep_tokens]
         self.compound_tokens = None if not compound_tokens else list(compound_tokens)
         self.residual_attention_scores = residual_attention_scores
         self.ignore_invalid_weights = ignore_invalid_weights
@@ -116,8 +164,8 @@ class Transformer:
         self.layers = {} if layers is None else layers
         self.prefix = prefix or ""
         self.name = name
-        self.max_position = int(max_position)
-        self.segment_vocab_size = int(segment_vocab_size or 0)
+        self.max_position = checked.get("max_position", 512)
+        self.segment_vocab_size = checked.get("segment_vocab_size", 0)
         self.with_pool = with_pool or bool(with_nsp)
         self.with_nsp = with_nsp
         self.with_mlm = with_mlm
@@ -136,6 +184,7 @@ class Transformer:
         self.attention_bias = None
         self.position_bias = None
         self.attention_scores = None
+        self.attention_caches = {}
         self.built = False
         self._check_options()
 
@@ -201,21 +250,26 @@ class Transformer:
     # ---- build ---------------------------------------------------------------------------
     def build(
         self,
+        attention_caches=None,
         layer_norm_cond=None,
         layer_norm_cond_hidden_size=None,
         layer_norm_cond_hidden_act=None,
         additional_input_layers=None,
         **kwargs,
     ):
+        """Build the Keras model. ``attention_caches={attention layer name: [k_cache,
+        v_cache]}`` concatenates those tensors in front of that attention's key / value inputs
+        (bert4keras' option; the caches' Input layers go in ``additional_input_layers``)."""
         if self.built:
             return self.model
+        self.attention_caches = _check_caches(attention_caches)
         inputs = self.get_inputs()
         self.inputs = list(inputs)
         if additional_input_layers is not None:
             if not isinstance(additional_input_layers, (list, tuple)):
                 additional_input_layers = [additional_input_layers]
             self.inputs.extend(additional_input_layers)
-        if layer_norm_cond is not None and self.norm != "layer":
+        if layer_norm_cond is not None and self.norm == "rms":
             warnings.warn(
                 "layer_norm_cond has no effect on %s: its norms have no scale or offset."
                 % type(self).__name__
@@ -224,17 +278,21 @@ class Transformer:
         self.layer_norm_cond = layer_norm_cond
         self.layer_norm_cond_hidden_size = layer_norm_cond_hidden_size
         self.layer_norm_cond_hidden_act = layer_norm_cond_hidden_act or "linear"
-        x = self.apply_embeddings(inputs)
-        for index in range(self.num_hidden_layers):
-            x = self.apply_main_layers(x, index)
-        outputs = self.apply_final_layers(x)
+        outputs = self.call(inputs)
         self.outputs = outputs if isinstance(outputs, list) else [outputs]
         self.input = self.inputs[0] if len(self.inputs) == 1 else self.inputs
         self.output = self.outputs[0] if len(self.outputs) == 1 else self.outputs
-        self.model = keras.Model(self.input, self.output, name=self.name)
+        self.model = TransformerModel(self.input, self.output, name=self.name)
         self._check_weight_coverage()
         self.built = True
         return self.model
+
+    def call(self, inputs):
+        """Embeddings → blocks → final layers on the given input tensors."""
+        x = self.apply_embeddings(inputs)
+        for index in range(self.num_hidden_layers):
+            x = self.apply_main_layers(x, index)
+        return self.apply_final_layers(x)
 
     def _check_weight_coverage(self):
         """Refuse a build that creates a trainable weight which neither the checkpoint table
@@ -248,14 +306,15 @@ class Transformer:
             for relative, weight in _weights_by_name(layer).items():
                 if not weight.trainable or id(weight) in covered:
                     continue
-                if not mappings.matches(layer.name + "/" + relative, mappings.NOT_FROM_CHECKPOINT):
+                if not mappings.matches(layer.name + "/" + relative, self.not_from_checkpoint):
                     uncovered.append("%s/%s %s" % (layer.name, relative, tuple(weight.shape)))
         if uncovered:
             raise ValueError(
                 "%s cannot be built with these options: weight(s) %s have no entry in its "
                 "checkpoint table, so loading a checkpoint would leave them random and "
                 "save_weights_as_checkpoint would drop them. Change the options (e.g. "
-                "embedding_size = hidden_size) or add the entries to the family's table."
+                "embedding_size = hidden_size), add the entries to the family's table, or "
+                "declare them in its not_from_checkpoint patterns."
                 % (_model_label(self), ", ".join(uncovered))
             )
 
@@ -281,9 +340,11 @@ class Transformer:
                 x, LayerNormalization, zero_mean=False, scale=False, offset=False, name=name
             )
         z = self.layer_norm_cond
+        rms = dict(zero_mean=False, offset=False) if self.norm == "rms_scale" else {}
         return self.apply(
             x if z is None else [x, z],
             LayerNormalization,
+            **rms,
             epsilon=epsilon,
             conditional=z is not None,
             hidden_units=self.layer_norm_cond_hidden_size,
@@ -330,13 +391,21 @@ class Transformer:
                 custom_position_ids=self.custom_position_ids,
                 name="Embedding-Position",
             )
-        dropout = dict(layer=Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
-        if self.dropout_before_embedding_norm:
-            x = self.apply(x, **dropout)
-            x = self.apply_norm(x, "Embedding-Norm", self.embedding_epsilon)
-        else:
-            x = self.apply_norm(x, "Embedding-Norm", self.embedding_epsilon)
-            x = self.apply(x, **dropout)
+        return self.apply_embedding_tail(x)
+
+    def apply_embedding_tail(self, x):
+        """Embedding-Norm and Embedding-Dropout (each where the family has it), then the
+        Embedding-Mapping projection when embedding_size != hidden_size."""
+        def dropout(x):
+            if not self.embedding_dropout:
+                return x
+            name = self.block_prefix + "Embedding-Dropout"
+            return self.apply(x, Dropout, rate=self.dropout_rate, name=name)
+
+        def norm(x):
+            return self.apply_norm(x, "Embedding-Norm", self.embedding_epsilon) if self.embedding_norm else x
+
+        x = norm(dropout(x)) if self.dropout_before_embedding_norm else dropout(norm(x))
         if self.embedding_size != self.hidden_size:
             x = self.apply(
                 x,
@@ -344,26 +413,24 @@ class Transformer:
                 units=self.hidden_size,
                 use_bias=self.use_bias,
                 kernel_initializer=self.initializer,
-                name="Embedding-Mapping",
+                name=self.block_prefix + "Embedding-Mapping",
             )
         return x
 
     def apply_main_layers(self, x, index):
-        if self.block == "gau":
-            return blocks.gau_block(self, x, index)
-        return blocks.attention_block(self, x, index)
+        return blocks.BLOCKS[self.block](self, x, index)
 
     def block_name(self, index, kind):
         if self.shared_blocks:
-            return "Transformer-%s" % kind
-        return "Transformer-%d-%s" % (index, kind)
+            return "%sTransformer-%s" % (self.block_prefix, kind)
+        return "%sTransformer-%d-%s" % (self.block_prefix, index, kind)
 
     # ---- masks and position biases (computed once, shared by all blocks) ------------------
     def compute_attention_bias(self):
         if self.attention_bias is None and self.application != "encoder":
             if self.application == "lm":
                 self.attention_bias = self.apply(
-                    self.inputs[0], AttentionMask, kind="lm", name="Attention-LM-Mask"
+                    self.token_input, AttentionMask, kind="lm", name="Attention-LM-Mask"
                 )
             else:
                 self.attention_bias = self.apply(
@@ -371,9 +438,19 @@ class Transformer:
                 )
         return self.attention_bias
 
+    @property
+    def token_input(self):
+        """The token-id input the causal mask is computed from."""
+        return self.inputs[0]
+
     def compute_position_bias(self, x, width):
-        """NEZHA's relative table or the rotary sinusoid table; None for learned positions."""
-        from bert4keras_ng.layers import RelativePositionEmbedding, SinusoidalPositionEmbedding
+        """NEZHA's relative table, the rotary sinusoid table or T5's bucketed bias table (one
+        per stack); None for learned positions."""
+        from bert4keras_ng.layers import (
+            RelativePositionEmbedding,
+            RelativePositionEmbeddingT5,
+            SinusoidalPositionEmbedding,
+        )
 
         if self.position_bias is None and self.position == "relative":
             self.position_bias = self.apply(
@@ -395,13 +472,28 @@ class Transformer:
                 custom_position_ids=self.custom_position_ids,
                 name="Embedding-Rotary-Position",
             )
+        elif self.position_bias is None and self.position == "t5_relative":
+            self.position_bias = self.apply(
+                [x, x],
+                RelativePositionEmbeddingT5,
+                input_dim=32,
+                output_dim=self.num_attention_heads,
+                bidirectional=not self.causal_relative_position,
+                embeddings_initializer=self.initializer,
+                name=self.block_prefix + "Embedding-Relative-Position",
+            )
         return self.position_bias
 
     @property
     def position_bias_kind(self):
         if self.position_options and "window" in self.position_options:
             return "rerope"
-        return {"learned": None, "relative": "typical_relative", "rotary": "rotary"}[self.position]
+        return {
+            "learned": None,
+            "relative": "typical_relative",
+            "rotary": "rotary",
+            "t5_relative": "t5_relative",
+        }[self.position]
 
     # ---- heads ---------------------------------------------------------------------------
     def apply_final_layers(self, x):
@@ -426,6 +518,10 @@ class Transformer:
                     name="Discriminator-Prediction",
                 )
                 outputs.append(y)
+            if self.with_mlm:  # the generator's head (generator_predictions)
+                outputs.append(self.apply_mlm_head(x))
+        elif self.head in ("gpt", "gpt2"):
+            return self.apply_gpt_lm_head(x)
         elif self.head == "tied":
             if self.with_pool or self.with_nsp:
                 warnings.warn("%s has no pooler: with_pool / with_nsp are ignored." % type(self).__name__)
@@ -506,6 +602,20 @@ class Transformer:
             name="Output-MLM-Activation",
         )
 
+    def apply_gpt_lm_head(self, x):
+        """[Output-Norm → Output-Dropout (GPT2)] → tied embedding → LM-Activation."""
+        if self.head == "gpt2":
+            x = self.apply_norm(x, "Output-Norm", self.block_epsilon)
+            x = self.apply(x, Dropout, rate=self.dropout_rate, name="Output-Dropout")
+        x = self.apply(x, arguments={"mode": "dense"}, name="Embedding-Token")
+        return self.apply(
+            x,
+            keras.layers.Activation,
+            activation=_activation(self.final_activation),
+            dtype="float32",
+            name="LM-Activation",
+        )
+
     # ---- checkpoints ---------------------------------------------------------------------
     def variable_mapping(self):
         """bert4keras-style mapping {Keras layer name: [checkpoint names]} of the built model."""
@@ -514,9 +624,10 @@ class Transformer:
             mapping.setdefault(layer_name, []).append(variable)
         return mapping
 
-    def checkpoint_entries(self, mapping=None):
+    def checkpoint_entries(self, mapping=None, table=None):
         """(layer name, Keras variable, checkpoint name, transposed, vocabulary) for every table
-        entry whose layer was built and has that weight, in table order."""
+        entry whose layer was built and has that weight, in table order. ``table`` defaults to
+        the family's TF1 table (``self.hf_table`` is the Hugging Face one)."""
         entries = []
         if mapping is not None:  # bert4keras style {layer: [names]}, matched positionally
             for layer_name, names in mapping.items():
@@ -527,7 +638,7 @@ class Transformer:
                     name, transposed, vocabulary = mappings.parse(spec)
                     entries.append((layer.name, weight, name, transposed, vocabulary))
             return entries
-        for key, weights in self.table.items():
+        for key, weights in (self.table if table is None else table).items():
             indices = range(self.num_hidden_layers) if "{i}" in key else [None]
             for i in indices:
                 layer = self.layers.get(self.prefixed(_fill(key, i, self.scope)))
@@ -563,16 +674,19 @@ class Transformer:
         """
         plan, missing, mismatched, used = [], [], [], set()
         select = self.keep_tokens is not None or bool(self.compound_tokens)
-        for layer_name, weight, name, transposed, vocabulary in self.checkpoint_entries(mapping):
+        entries = self.checkpoint_entries(mapping, table=self.table_for(reader))
+        for layer_name, weight, name, transposed, vocabulary in entries:
             if name not in reader:
                 missing.append((layer_name, name))
                 continue
-            used.add(name)
+            used.add(reader.variable_of(name) if hasattr(reader, "variable_of") else name)
             want = tuple(weight.shape)
-            if vocabulary and select:  # the transform defines the shape: apply it now
+            if vocabulary is not None and select:  # the transform defines the shape: apply it now
                 array = reader.read(name)
                 array = array.T if transposed else array
-                array = checkpoints.select_vocabulary(array, self.keep_tokens, self.compound_tokens)
+                array = checkpoints.select_vocabulary(
+                    array, self.keep_tokens, self.compound_tokens, axis=vocabulary
+                )
                 got = tuple(array.shape)
                 value = _ArrayThunk(array, weight.dtype)
             else:
@@ -625,8 +739,10 @@ class Transformer:
             self.build(**build_options)
             for weight, value in self._checkpoint_plan(reader, mapping):
                 # read everything before any variable is initialised: a truncated data file
-                # fails here, and the scope's exit then gives every variable its initializer
-                value = _ArrayThunk(value(), weight.dtype)
+                # fails here, and the scope's exit then gives every variable its initializer.
+                # Readers whose files were size-checked on opening (safetensors) read lazily.
+                if not getattr(reader, "validated", False):
+                    value = _ArrayThunk(value(), weight.dtype)
                 if getattr(weight, "_value", True) is None and hasattr(weight, "_initializer"):
                     weight._initializer = _CheckpointInitializer(value, weight._initializer)
                 late.append((weight, value))
@@ -634,11 +750,29 @@ class Transformer:
             if not value.used:
                 weight.assign(value())
         return self.model
+    def table_for(self, reader):
+        """The checkpoint table matching ``reader``'s format (TF1 or Hugging Face)."""
+        if getattr(reader, "format", None) != "huggingface":
+            return self.table
+        if self.hf_table is None:
+            raise ValueError(
+                "%s has no Hugging Face table; %s cannot be loaded into it."
+                % (_model_label(self), reader.describe())
+            )
+        return self.hf_table
+
+    def save_weights_as_huggingface(self, folder, vocab=None, dtype="float32"):
+        """Write a Hugging Face folder (config.json, model.safetensors, vocab.txt when ``vocab``
+        is given) that ``transformers.AutoModel.from_pretrained(folder)`` loads; atomic."""
+        from bert4keras_ng.models.huggingface import save_weights_as_huggingface
+
+        return save_weights_as_huggingface(self, folder, vocab=vocab, dtype=dtype)
+
     def _missing_message(self, reader, missing):
         present = reader.names()
         lines = [
             "%s lacks %d variable(s) needed by %s:"
-            % (reader.describe(), len(missing), _model_label(self))
+            % (checkpoints.describe(reader), len(missing), _model_label(self))
         ]
         for layer_name, name in missing[:12]:
             close = checkpoints.closest_names(name, present)
@@ -659,23 +793,47 @@ class Transformer:
     def _unused_variables(self, reader, used):
         """Checkpoint variables the model neither uses nor may ignore (optimizer slots, the
         pretraining heads, tables of layers an option left out; see ``mappings.IGNORABLE``)."""
-        patterns = [p.replace("{scope}", self.scope) for p in mappings.IGNORABLE]
+        patterns = [p.replace("{scope}", self.scope) for p in mappings.IGNORABLE + self.ignorable]
         patterns += list(getattr(reader, "ignorable", ()))  # a reader's own known families
         optional = set()
         for key in mappings.OPTIONAL_LAYERS:
             if key in self.table and self.prefixed(key) not in self.layers:
                 for spec in self.table[key].values():
                     optional.add(mappings.parse(_fill(spec, None, self.scope))[0])
-        return [
+        unused = [
             name
             for name in reader.names()
             if name not in used and name not in optional and not mappings.matches(name, patterns)
         ]
+        constants = self._architecture_constants() if unused else {}
+        return [
+            name
+            for name in unused
+            if name not in constants or not np.all(np.asarray(reader.read(name)) == constants[name])
+        ]
+
+    def _architecture_constants(self):
+        """{checkpoint name: value} for table entries of built layers that lack the weight (no
+        bias, no LayerNorm scale/offset): a checkpoint variable holding exactly that constant
+        (zeros for a bias or offset, ones for a scale) loses nothing when left unused."""
+        constants = {}
+        for key, weights in self.table.items():
+            indices = range(self.num_hidden_layers) if "{i}" in key else [None]
+            for i in indices:
+                layer = self.layers.get(self.prefixed(_fill(key, i, self.scope)))
+                if not isinstance(layer, keras.layers.Layer):
+                    continue
+                own = _weights_by_name(layer)
+                for weight_name, spec in weights.items():
+                    if weight_name not in own:
+                        name = mappings.parse(_fill(spec, i, self.scope))[0]
+                        constants[name] = 1.0 if weight_name.endswith("gamma") else 0.0
+        return constants
 
     def _unused_message(self, reader, unused):
         lines = [
             "%s has %d variable(s) that %s does not use (loading would silently drop them):"
-            % (reader.describe(), len(unused), _model_label(self))
+            % (checkpoints.describe(reader), len(unused), _model_label(self))
         ]
         for name in unused[:12]:
             lines.append("  %s %s" % (name, tuple(reader.shape(name))))
@@ -696,7 +854,7 @@ class Transformer:
         return "\n".join(lines)
 
     def _mismatch_message(self, reader, mismatched):
-        lines = ["%s has variables whose shape does not fit the model:" % reader.describe()]
+        lines = ["%s has variables whose shape does not fit the model:" % checkpoints.describe(reader)]
         for layer_name, name, got, want in mismatched:
             lines.append(
                 "  %s: checkpoint shape %s, layer %s expects %s" % (name, got, layer_name, want)
@@ -731,7 +889,8 @@ class _ReadThunk:
     def __call__(self):
         self.used = True
         array = self.reader.read(self.name)
-        array = array.T if self.transposed else array
+        if self.transposed:
+            array = checkpoints.transpose(array)
         return np.ascontiguousarray(array, dtype=keras.backend.standardize_dtype(self.dtype))
 
 
@@ -773,7 +932,27 @@ def _can_defer_initialization():
     return not in_stateless_scope()
 
 
-_LAYER_INDEX = re.compile(r"layer_(\d+)/")
+_INDEX = re.compile(r"\{i(?::(\w+))?\}")
+
+
+def _check_caches(caches):
+    """attention_caches as {layer name: (k_cache, v_cache)}, with a clear error otherwise."""
+    if not caches:
+        return {}
+    if not isinstance(caches, dict):
+        raise ValueError(
+            "attention_caches must be a dict {attention layer name: [k_cache, v_cache]}, got %r."
+            % (type(caches).__name__,)
+        )
+    for name, pair in caches.items():
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(
+                "attention_caches[%r] must be a pair [k_cache, v_cache] of (batch, length, width) "
+                "tensors, got %r." % (name, pair)
+            )
+    return {name: tuple(pair) for name, pair in caches.items()}
+
+_LAYER_INDEX = re.compile(r"(?:layer_|layer\.|block\.|\bh\.)(\d+)[/.]")  # TF1 and HF block names
 
 
 def _registry():
@@ -784,9 +963,10 @@ def _registry():
 
 
 def _fill(template, index, scope):
+    """Substitute {scope} and the block index ({i}, or zero-padded {i:02d} / {i:03d})."""
     text = template.replace("{scope}", scope)
     if index is not None:
-        text = text.replace("{i}", str(index))
+        text = _INDEX.sub(lambda m: format(index, m.group(1) or ""), text)
     return text
 
 
@@ -816,12 +996,15 @@ def _model_label(builder):
 
 def guess_models(reader):
     """Registered model names whose checkpoint signature matches ``reader``."""
-    from bert4keras_ng.models import MODELS
+    from bert4keras_ng.models import MODELS, t5_version
 
-    found = []
+    found, seen = [], []
     for model_name, cls in MODELS.items():
-        present, absent = cls.signature
+        version = t5_version(model_name)
+        signature = cls.signatures[version] if version else cls.signature
+        present, absent = signature
         if all(n in reader for n in present) and not any(n in reader for n in absent):
-            if cls not in [MODELS[f] for f in found]:
+            if (cls, signature) not in seen and signature not in [s for _, s in seen if version]:
+                seen.append((cls, signature))
                 found.append(model_name)
     return found

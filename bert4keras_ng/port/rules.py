@@ -102,7 +102,7 @@ REWRITES = [
     ),
     Rewrite(
         "keras-optimizer-lr",
-        re.compile(r"(\b(?:SGD|RMSprop|Adagrad|Adadelta|Adamax|Nadam|Adam|AdamW)\(\s*)lr\s*="),
+        re.compile(r"(\b(?:SGD|RMSprop|Adagrad|Adadelta|Adamax|Nadam|Adam|AdamW)\(\s*)lr\s*=\s*"),
         r"\1learning_rate=",
         "`Adam(lr=...)` (any Keras optimizer) -> `Adam(learning_rate=...)`",
     ),
@@ -153,7 +153,7 @@ MANUAL = [
            "pass training=True/False to the layer or model call instead"),
     Manual("multi_gpu_model", re.compile(r"\bmulti_gpu_model\b"),
            "use tf.distribute.MirroredStrategy().scope() around model building and compile"),
-    Manual("get_output_at", re.compile(r"\.get_output_at\(\s*(?!(?:-1|0)\s*\))"),
+    Manual("get_output_at-node", re.compile(r"\.get_output_at\(\s*(?!(?:-1|0)\s*\))"),
            "Layer.get_output_at is gone in Keras 3: use layer.output for a layer called once, "
            "or keep the tensor returned by the call you mean"),
     Manual("generator-workers", re.compile(r"\b(?:workers|use_multiprocessing|max_queue_size)\s*="),

@@ -12,17 +12,21 @@ Finding = namedtuple("Finding", "line kind rule before after message")
 # kind: 'changed' (rewritten), 'manual' (left alone: needs a hand change), 'note' (no action)
 
 
-def _non_code_lines(source):
-    """Numbers of the lines holding only a comment or only (part of) a multi-line string.
+def _non_code(source):
+    """(lines holding only a comment or only part of a multi-line string, {line: column where
+    a trailing comment starts}).
 
-    Those are never rewritten nor reported (docstrings often quote Keras 2 code).
+    Comments and docstrings are never rewritten nor reported (they often quote Keras 2 code).
     """
-    lines = set()
+    lines, comment_at = set(), {}
     try:
         for token in tokenize.generate_tokens(io.StringIO(source).readline):
             (first, col), (last, end_col) = token.start, token.end
-            if token.type == tokenize.COMMENT and not token.line[:col].strip():
-                lines.add(first)
+            if token.type == tokenize.COMMENT:
+                if token.line[:col].strip():
+                    comment_at[first] = col
+                else:
+                    lines.add(first)
             elif token.type == tokenize.STRING and first != last:
                 text = token.line.splitlines()
                 lines.update(range(first + 1, last))
@@ -32,7 +36,7 @@ def _non_code_lines(source):
                     lines.add(last)
     except (tokenize.TokenError, IndentationError, SyntaxError):
         pass
-    return lines
+    return lines, comment_at
 
 
 def port_source(source, table=None):
@@ -42,31 +46,33 @@ def port_source(source, table=None):
     REWRITE that matches, in table order.
     """
     table = table or _rules
-    comments = _non_code_lines(source)
+    skipped, comment_at = _non_code(source)
     out, findings = [], []
     for number, line in enumerate(source.splitlines(keepends=True), 1):
-        body = line.rstrip("\r\n")
-        ending = line[len(body):]
-        if number in comments or not body.strip():
+        full = line.rstrip("\r\n")
+        if number in skipped or not full.strip():
             out.append(line)
             continue
+        cut = comment_at.get(number, len(full))
+        body, comment = full[:cut], full[cut:]
+        ending = line[len(full):]
         manual = [r for r in table.MANUAL if r.pattern.search(body)]
         for rule in table.NOTES:
             if rule.pattern.search(body):
-                findings.append(Finding(number, "note", rule.name, body, body, rule.message))
+                findings.append(Finding(number, "note", rule.name, full, full, rule.message))
         if manual:
             for rule in manual:
-                findings.append(Finding(number, "manual", rule.name, body, body, rule.message))
+                findings.append(Finding(number, "manual", rule.name, full, full, rule.message))
             out.append(line)
             continue
         new = body
         for rule in table.REWRITES:
             changed = rule.pattern.sub(rule.replacement, new)
             if changed != new:
-                findings.append(Finding(number, "changed", rule.name, new, changed,
-                                        rule.description))
+                findings.append(Finding(number, "changed", rule.name, new + comment,
+                                        changed + comment, rule.description))
                 new = changed
-        out.append(new + ending)
+        out.append(new + comment + ending)
     return "".join(out), findings
 
 
