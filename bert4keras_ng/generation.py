@@ -128,6 +128,12 @@ class CachedModel:
                 continue  # context only: run on the whole context every call
             dynamic.update(id(t) for t in node.outputs)
             if isinstance(op, MultiHeadAttention):
+                options = node.arguments.kwargs
+                if options.get("position_options") or options.get("p_bias") == "rerope":
+                    raise ValueError(f"CachedModel: {op.name!r} uses (Leaky) ReRoPE or log-n "
+                                     "query scaling (position_options), which the cache does "
+                                     "not support; generate with the uncached "
+                                     "AutoRegressiveDecoder.")
                 q, k, v = ins[:3]
                 if q is k and k is v:
                     self.self_attention.append(node)

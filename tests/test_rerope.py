@@ -221,3 +221,12 @@ def test_hwfa_windows_all_but_the_last_block_and_equals_an_explicit_band_mask():
     assert len(last._inbound_nodes[0].input_tensors) == 3  # q, k, v: no position input
     with pytest.raises(ValueError, match="hwfa_window"):
         _roformer(hwfa_window=2, rerope_window=4)
+
+
+@pytest.mark.parametrize("options", [dict(rerope_window=4), dict(logn_train_length=8)])
+def test_cached_generation_refuses_rerope_and_log_n_instead_of_ignoring_them(options):
+    from bert4keras_ng.generation import CachedModel
+
+    model = _roformer(application="lm", **options)
+    with pytest.raises(ValueError, match="position_options"):
+        CachedModel(model)
