@@ -33,7 +33,7 @@ KINDS = [
 def tiny_model(model, application="encoder", seed=0, **kwargs):
     """A random tiny model; for T5 the builder (``.encoder``, ``.decoder``)."""
     keras.utils.set_random_seed(seed)
-    t5 = model.startswith("t5")
+    t5 = "t5" in model
     if t5:
         kwargs["return_keras_model"] = False
         if model != "t5.1.0":
@@ -121,22 +121,70 @@ def test_gpt_family_cached_greedy_and_beam_equal_uncached(model):
         assert list(b) == list(ref.beam_search(p, topk=3)), f"beam 3, prompt {p[0]}"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("version", ["t5.1.0", "t5.1.1"])
-def test_t5_cached_greedy_and_beam_equal_uncached(version):
-    """Encoder outputs of different lengths (zero-padded when stacked, masked in the cached
-    cross-attention), decoder starting from id 0 as in bert4keras' T5 examples."""
-    t5 = tiny_model(version, seed=3)
+def t5_contexts(t5, lengths, seed=5):
+    """Encoder outputs (n_enc, H) of random prompts of the given lengths."""
     contexts = []
-    for p in prompts(seed=5, lengths=(4, 8, 2)):
+    for p in prompts(seed=seed, lengths=lengths):
         encoded = t5.encoder(p[0][None].astype("int32"), training=False)
         contexts.append([keras.ops.convert_to_numpy(encoded)[0]])
+    return contexts
+
+
+T5_CASES = [
+    ("t5.1.0", True),
+    ("t5.1.1", True),
+    ("mt5.1.1", True),
+    ("t5.1.0", False),
+    ("t5.1.1", False),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version,cross_position_bias", T5_CASES)
+def test_t5_cached_greedy_and_beam_equal_uncached(version, cross_position_bias):
+    """Encoder outputs of different lengths (zero-padded when stacked, masked in the cached
+    cross-attention), decoder starting from id 0 as in bert4keras' T5 examples; with the
+    cross-attention position bias (bert4keras' default) and without."""
+    t5 = tiny_model(version, seed=3, cross_position_bias=cross_position_bias)
+    assert CachedModel(t5.decoder).cross_position == cross_position_bias
+    contexts = t5_contexts(t5, (4, 8, 2))
     ref = Uncached(t5.decoder, 0, start_id=0, end_id=END, maxlen=6)
     gen = Generator(t5.decoder, end_id=END, maxlen=6, start_id=0)
     greedy, beams = gen.greedy(contexts), gen.beam_search(contexts, topk=2)
     for c, g, b in zip(contexts, greedy, beams):
         assert list(g) == list(ref.beam_search(c, topk=1))
         assert list(b) == list(ref.beam_search(c, topk=2))
+
+
+@pytest.mark.parametrize("version", ["t5.1.0", pytest.param("mt5.1.1", marks=pytest.mark.slow)])
+def test_t5_cross_position_bias_step_logits_match_full_recomputation(version):
+    """T5 decoder with the cross-attention position bias, a batch of encoder outputs of mixed
+    lengths (3, 9, 5; zero-padded to 9), a 3-token decoder prefix then one token per step: the
+    cached logits at every step equal the uncached decoder's on the whole prefix, i.e. the
+    bias rows of the new queries are taken at the cache offset over all encoder keys."""
+    t5 = tiny_model(version, seed=4, cross_position_bias=True)
+    cached = CachedModel(t5.decoder)
+    contexts = [c[0] for c in t5_contexts(t5, (3, 9, 5), seed=6)]
+    stacked = np.zeros((3, 9, contexts[0].shape[1]), "float32")
+    for i, c in enumerate(contexts):
+        stacked[i, : len(c)] = c
+    prefix = np.array([[0, 7, 9]] * 3, "int32")
+    steps = [[11, 4, 30], [5, 5, 6], [8, 3, 12]]
+    logits, state = cached.prefill(prefix, np.zeros_like(prefix), np.zeros(3, "int32"),
+                                   [stacked], 3 + len(steps))
+    got = [keras.ops.convert_to_numpy(logits)]
+    for t in steps:
+        logits, state = cached.step(np.array(t, "int32")[:, None], state)
+        got.append(keras.ops.convert_to_numpy(logits))
+    ids = np.concatenate([prefix, np.array(steps, "int32").T], axis=1)
+    for i, c in enumerate(contexts):  # each row alone, unpadded, whole prefix
+        for j in range(len(steps) + 1):
+            probs = t5.decoder([c[None].astype("float32"), ids[i: i + 1, : 3 + j]],
+                               training=False)
+            want = np.log(keras.ops.convert_to_numpy(probs)[0, -1].astype("float64"))
+            g = got[j][i].astype("float64")
+            g = g - np.log(np.exp(g).sum())
+            np.testing.assert_allclose(g, want, atol=1e-4, err_msg=f"row {i}, step {j}")
 
 
 @pytest.mark.slow
@@ -303,6 +351,13 @@ def test_sampling_reproducible_and_matches_topk_topp_distribution():
         assert [list(a) for a in again] == [list(o) for o in out], "same seed, other result"
         other = gen.random_sample([prompt], n=n, topk=topk, topp=topp, seed=8)[0]
         assert [list(a) for a in other] != [list(o) for o in out], "the seed is ignored"
+    # topp >= 1 truncates nothing (bert4keras): the same draws as topp=None
+    plain = gen.random_sample([prompt], n=200, topk=5, seed=3)[0]
+    for topp in (1, 1.5):
+        wide = gen.random_sample([prompt], n=200, topk=5, topp=topp, seed=3)[0]
+        assert [list(a) for a in wide] == [list(o) for o in plain], f"topp={topp}"
+    with pytest.raises(ValueError, match="topp"):
+        gen.random_sample([prompt], n=2, topp=0)
 
 
 @pytest.mark.slow
