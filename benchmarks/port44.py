@@ -137,6 +137,13 @@ def write_data(data, texts):
     write_clue_data(os.path.join(data, "clue"))
     _write(os.path.join(data, "clue/iflytek/dev.json"),  # as iflytek2 below
            jsonl({"sentence": texts[0], "label": str(k)} for k in range(119)))
+    # CLUE cmrc2018 also saves on exact-span accuracy above 0: one-character contexts leave a
+    # single candidate span, the answer
+    paragraphs = [{"context": t[0], "qas": [{"id": "q%d" % i, "question": t[1:6] + "？",
+                                            "answers": [{"text": t[0], "answer_start": 0}]}]}
+                  for i, t in enumerate(texts[:4])]
+    _write(os.path.join(data, "clue/cmrc2018/dev.json"),
+           json.dumps({"data": [{"paragraphs": paragraphs}]}, ensure_ascii=False))
     # the iflytek scripts save weights only when validation accuracy rises above 0, then load
     # them: a random tiny model predicts any of the 119 labels, so validation has one sentence
     # under each label, which makes any prediction right exactly once
