@@ -135,11 +135,22 @@ def write_data(data, texts):
            jsonl({"fen": "", "items": {"棋局结果": str(r)}, "iccs": opening} for r in (2, 0, 1)))
     write_coco(os.path.join(data, "coco"), texts)
     write_clue_data(os.path.join(data, "clue"))
-    # the iflytek examples save weights only when validation accuracy rises above 0: two
-    # labels, validation = training data, so that a tiny model can get there in one epoch
+    _write(os.path.join(data, "clue/iflytek/dev.json"),  # as iflytek2 below
+           jsonl({"sentence": texts[0], "label": str(k)} for k in range(119)))
+    # CLUE cmrc2018 also saves on exact-span accuracy above 0: one-character contexts leave a
+    # single candidate span, the answer
+    paragraphs = [{"context": t[0], "qas": [{"id": "q%d" % i, "question": t[1:6] + "？",
+                                            "answers": [{"text": t[0], "answer_start": 0}]}]}
+                  for i, t in enumerate(texts[:4])]
+    _write(os.path.join(data, "clue/cmrc2018/dev.json"),
+           json.dumps({"data": [{"paragraphs": paragraphs}]}, ensure_ascii=False))
+    # the iflytek scripts save weights only when validation accuracy rises above 0, then load
+    # them: a random tiny model predicts any of the 119 labels, so validation has one sentence
+    # under each label, which makes any prediction right exactly once
     rows = jsonl({"id": i, "sentence": t, "label": str(i % 2)} for i, t in enumerate(texts[:8]))
+    dev = jsonl({"id": k, "sentence": texts[0], "label": str(k)} for k in range(119))
     for part in ("train", "dev", "test"):
-        _write(os.path.join(data, "iflytek2/%s.json" % part), rows)
+        _write(os.path.join(data, "iflytek2/%s.json" % part), dev if part == "dev" else rows)
 
 
 def write_clue_data(folder, keep=12):
@@ -217,7 +228,54 @@ def tiny_checkpoints(folder):
                                           return_keras_model=False)
         builder.save_weights_as_checkpoint(prefix)
     out["albert"] = (os.path.join(albert, "albert_config.json"), prefix, out["bert"][2])
+    texts = sample_texts()
+    spm_path = tiny_sentencepiece(os.path.join(folder, "spm"), texts)
+    import sentencepiece
+
+    spm_size = sentencepiece.SentencePieceProcessor(model_file=spm_path).get_piece_size()
+    bert_config = json.load(open(out["bert"][0]))
+    generative = {  # family -> (vocabulary, vocabulary size, config changes)
+        "gpt2_ml": (out["bert"][2], bert_config["vocab_size"], {}),
+        "gpt2": (spm_path, spm_size, dict(max_position_embeddings=1024)),  # CPM's n_ctx
+        "mt5.1.1": (spm_path, spm_size, dict(attention_head_size=16,
+                                            hidden_act=["gelu", "linear"])),
+    }
+    for family, (vocab, size, changes) in generative.items():
+        out[family] = generative_checkpoint(os.path.join(folder, family), family,
+                                            dict(bert_config, vocab_size=size, **changes), vocab)
     return out
+
+
+def tiny_sentencepiece(folder, texts):
+    """A SentencePiece model over the sample texts (the CPM and mT5 scripts read one), with the
+    ``<cls>`` piece CPM's tokenizer translates newlines to."""
+    prefix = os.path.join(folder, "tiny")
+    if not os.path.exists(prefix + ".model"):
+        import sentencepiece
+
+        os.makedirs(folder, exist_ok=True)
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts * 4), model_prefix=prefix, vocab_size=200,
+            character_coverage=1.0, model_type="unigram", user_defined_symbols=["<cls>"],
+            hard_vocab_limit=False, minloglevel=2)
+    return prefix + ".model"
+
+
+def generative_checkpoint(folder, family, config, vocab):
+    """(config, checkpoint, vocabulary) of a random ``family`` model, written by the project's
+    own ``save_weights_as_checkpoint`` (bert4keras's variable names)."""
+    from bert4keras_ng.models import build_transformer_model
+
+    prefix = os.path.join(folder, "model.ckpt")
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.exists(prefix + ".index"):
+        os.makedirs(folder, exist_ok=True)
+        json.dump(config, open(config_path, "w"))
+        builder = build_transformer_model(config_path, model=family, return_keras_model=False)
+        builder.save_weights_as_checkpoint(prefix)
+        json.dump(list(range(config["vocab_size"])),
+                  open(os.path.join(folder, "keep_tokens.json"), "w"))
+    return config_path, prefix, vocab
 
 
 # ----- per-script setup (the harness's edits, not the porting tool's) -------------------------
@@ -243,6 +301,9 @@ def family_of(text):
     """The tiny checkpoint to use: by the model= the script builds (ALBERT or BERT layout)."""
     code = re.sub(r'"""[\s\S]*?"""', "", text)  # docstrings quote other set-ups
     models = re.findall(r"\bmodel\s*=\s*['\"]([\w.]+)['\"]", code)
+    for family in ("gpt2_ml", "gpt2", "mt5.1.1"):
+        if family in models:
+            return family
     if "albert" in models:
         return "albert"
     if "nezha" in models:
@@ -253,8 +314,10 @@ def family_of(text):
 def prepare(text, data, checkpoints):
     """Point a script at the tiny files and shrink its loops."""
     config, checkpoint, vocab = checkpoints[family_of(text)]
+    keep_tokens = os.path.join(os.path.dirname(checkpoint), "keep_tokens.json")
     for name, value in (("config_path", config), ("checkpoint_path", checkpoint),
-                        ("dict_path", vocab)):
+                        ("dict_path", vocab), ("spm_path", vocab),
+                        ("keep_tokens_path", keep_tokens)):
         text = re.sub(r"^(%s\s*=\s*).*$" % name, lambda m: m.group(1) + repr(value), text,
                       flags=re.M)
     for old, new in data_paths(data):

@@ -8,7 +8,8 @@ task_iflytek_adversarial_training.py, which patched TF1's train function).
 The whole change against a plain fine-tuning script is one call after ``compile``:
 ``adversarial_training(model, 'Embedding-Token', epsilon=0.5)`` (TensorFlow backend). Data:
 CLUE iflytek JSON lines (``sentence``, ``label``); without ``--data-dir`` the package's
-embedded sample.
+embedded sample.  The data, model and evaluation pieces here are shared with
+gradient_penalty.py and virtual_adversarial_training.py.
 """
 
 import argparse
@@ -23,21 +24,23 @@ def load_data(filename):
         return [(d["sentence"], int(d["label"])) for d in map(json.loads, f) if d]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def make_parser(doc, epsilon):
+    """The command line shared by the three regularised-training examples."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--config"), parser.add_argument("--checkpoint")
     parser.add_argument("--vocab"), parser.add_argument("--data-dir")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--maxlen", type=int, default=64)
-    parser.add_argument("--epsilon", type=float, default=0.5)
-    args = parser.parse_args(argv)
+    parser.add_argument("--epsilon", type=float, default=epsilon)
+    return parser
 
+
+def compiled_classifier(args):
+    """(compiled BERT + softmax classifier, train batches, valid batches) for ``args``."""
     import keras
-    import numpy as np
 
     from bert4keras_ng.clue.tiny import SAMPLE_DIR, ensure_tiny_checkpoint
-    from bert4keras_ng.losses import adversarial_training
     from bert4keras_ng.models import build_transformer_model
     from bert4keras_ng.optimizers import Adam
     from bert4keras_ng.snippets import DataGenerator, sequence_padding
@@ -70,15 +73,26 @@ def main(argv=None):
     model = keras.Model(bert.model.inputs, output)
     model.compile(loss="sparse_categorical_crossentropy", optimizer=Adam(2e-5),
                   metrics=["sparse_categorical_accuracy"])
-    adversarial_training(model, "Embedding-Token", epsilon=args.epsilon)  # the FGM step
+    return model, Batches(train_data, args.batch_size), Batches(valid_data, args.batch_size)
 
-    train, valid = Batches(train_data, args.batch_size), Batches(valid_data, args.batch_size)
-    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=args.epochs)
+
+def train_and_report(model, train, valid, epochs):
+    """Fit on ``train`` and print the accuracy on ``valid``."""
+    model.fit(train.forfit(), steps_per_epoch=len(train), epochs=epochs)
     right = total = 0
     for x, y in valid:
         right += int((model.predict(x, verbose=0).argmax(1) == y[:, 0]).sum())
         total += len(y)
     print("valid accuracy: %.4f" % (right / total))
+
+
+def main(argv=None):
+    args = make_parser(__doc__, epsilon=0.5).parse_args(argv)
+    from bert4keras_ng.losses import adversarial_training
+
+    model, train, valid = compiled_classifier(args)
+    adversarial_training(model, "Embedding-Token", epsilon=args.epsilon)  # the FGM step
+    train_and_report(model, train, valid, args.epochs)
     return 0
 
 

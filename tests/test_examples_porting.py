@@ -22,6 +22,26 @@ def test_fgm_example_runs(capsys):
     assert "valid accuracy:" in capsys.readouterr().out
 
 
+def _accuracy(text):
+    """The valid accuracy an example printed; it must be a fraction."""
+    lines = [l for l in text.splitlines() if l.startswith("valid accuracy:")]
+    assert len(lines) == 1, text[-2000:]
+    value = float(lines[0].split(":")[1])
+    assert 0.0 <= value <= 1.0
+    return value
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gradient_penalty", "virtual_adversarial_training"])
+def test_regularised_training_examples_run(name, capsys):
+    """The replacements for task_iflytek_gradient_penalty.py and
+    task_sentiment_virtual_adversarial_training.py train and evaluate (tiny checkpoint)."""
+    assert load_example(name).main(["--epochs", "1", "--batch-size", "16"]) == 0
+    out = capsys.readouterr().out
+    _accuracy(out)
+    assert "nan" not in out.lower()
+
+
 @pytest.mark.slow
 def test_integrated_gradients_are_complete():
     """Completeness: the attributions sum to p(label | x) - p(label | zero token embeddings)."""

@@ -53,6 +53,11 @@ REWRITE_CASES = {
         ("output = bert.model.layers[-2].get_output_at(-1)", "output = bert.model.layers[-2].output"),
         ("x = layer.get_output_at(0)", "x = layer.output"),
     ],
+    "num_hidden_layers-subset": [
+        ("    num_hidden_layers=6,", "    num_hidden_layers=6, ignore_unused_variables=True,"),
+        ("    num_hidden_layers = n // 2,",
+         "    num_hidden_layers = n // 2, ignore_unused_variables=True,"),
+    ],
 }
 
 

@@ -112,6 +112,13 @@ REWRITES = [
         ".output",
         "`layer.get_output_at(-1)` / `get_output_at(0)` -> `layer.output` (a layer called once)",
     ),
+    Rewrite(
+        "num_hidden_layers-subset",
+        re.compile(r"^(\s+num_hidden_layers\s*=\s*[^,=\n]+),(\s*)$"),
+        r"\1, ignore_unused_variables=True,\2",
+        "a `num_hidden_layers=...,` keyword line (a model keeping the first blocks of its "
+        "checkpoint, as bert4keras loaded silently) -> adds `ignore_unused_variables=True`",
+    ),
 ]
 
 _TRAIN_STEP = (
