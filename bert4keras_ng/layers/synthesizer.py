@@ -11,7 +11,8 @@ most ``max_length`` = ℓ tokens:
 
 Several kinds mix as softmax(Σ_m α_m B_m) with learned α (per head, initialised 1/M).  Padded keys
 (the input mask) and, with ``causal=True``, keys j > i get −∞ before the softmax; the output is
-softmax(·)·(X W_v) → o_dense.
+softmax(·)·(X W_v) → o_dense.  With ``p_bias='rotary'`` (inputs ``[x, rotary table]``) the dot
+term rotates q and k as RoPE attention does; the synthetic terms take no position input.
 """
 
 import math
@@ -19,8 +20,12 @@ import math
 import keras
 from keras import ops
 
-from bert4keras_ng.backend import attention_normalize, relative_distances
-from bert4keras_ng.layers.base import build_dense, register
+from bert4keras_ng.backend import (
+    apply_rotary_position_embeddings,
+    attention_normalize,
+    relative_distances,
+)
+from bert4keras_ng.layers.base import build_dense, check_choice, check_input_count, register
 
 SYNTHESIZER_KINDS = ("dense", "random", "dot")
 
@@ -29,8 +34,13 @@ SYNTHESIZER_KINDS = ("dense", "random", "dot")
 class SynthesizerAttention(keras.layers.Layer):
     """Synthesizer self-attention softmax(Σ_m α_m B_m)·XW_v, B dense / random / dot (2005.00743).
 
-    call(x, mask=None): x (b, n, d) with n <= max_length; returns (b, n, out_dim or d).
+    call(x, mask=None) or call([x, table], mask=None, p_bias='rotary'): x (b, n, d) with
+    n <= max_length, table the (b|1, n, d_head) RoPE table of the dot term; returns
+    (b, n, out_dim or d). Weights named like MultiHeadAttention's (q/k/v/o_dense) are the ones
+    a checkpoint of dot-product attention can fill; :data:`SYNTHETIC_WEIGHTS` are the others.
     """
+
+    SYNTHETIC_WEIGHTS = ("dense_hidden/*", "dense_logits_*", "random_*", "mixture")
 
     def __init__(self, heads, head_size, max_length, kinds=("dense",), dense_units=None,
                  dense_factors=None, random_rank=None, random_trainable=True, causal=False,
@@ -59,6 +69,8 @@ class SynthesizerAttention(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            input_shape = input_shape[0]  # [x, rotary table]
         h, s, ell = self.heads, self.head_size, self.max_length
         common = dict(use_bias=self.use_bias, kernel_initializer=self.kernel_initializer)
         self.v_dense = build_dense(self, "v_dense", h * s, input_shape, **common)
@@ -93,8 +105,8 @@ class SynthesizerAttention(keras.layers.Layer):
         b, n = ops.shape(x)[0], ops.shape(x)[1]
         return ops.transpose(ops.reshape(x, (b, n, self.heads, width)), (0, 2, 1, 3))
 
-    def _logits(self, kind, x, n):
-        """(b|1, heads, n, n) logits of one kind."""
+    def _logits(self, kind, x, n, table=None):
+        """(b|1, heads, n, n) logits of one kind; ``table`` rotates the dot term (RoPE)."""
         if kind == "dense":
             hidden = self.dense_hidden(x)
             parts = [self._heads(layer(hidden), layer.units // self.heads)
@@ -112,11 +124,20 @@ class SynthesizerAttention(keras.layers.Layer):
                 r1, r2 = self.random_weights
                 full = ops.einsum("hik,hjk->hij", r1, r2)
             return ops.cast(full[None, :, :n, :n], self.compute_dtype)
-        q = self._heads(self.q_dense(x), self.head_size)
-        k = self._heads(self.k_dense(x), self.head_size)
-        return ops.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(self.head_size)
+        b = ops.shape(x)[0]
+        q, k = (ops.reshape(layer(x), (b, n, self.heads, self.head_size))
+                for layer in (self.q_dense, self.k_dense))
+        if table is not None:
+            q, k = apply_rotary_position_embeddings(table, q, k)
+        return ops.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(self.head_size)
 
-    def call(self, inputs, mask=None):
+    def call(self, inputs, mask=None, p_bias=None):
+        check_choice("p_bias", p_bias, (None, "rotary"))
+        table = None
+        if p_bias == "rotary":
+            check_input_count(self, inputs, 2, "[x, rotary table]")
+            inputs, table = inputs
+            mask = mask[0] if isinstance(mask, (list, tuple)) else mask
         n_static = inputs.shape[1]
         if n_static is not None and n_static > self.max_length:
             raise ValueError(f"SynthesizerAttention: sequence length {n_static} exceeds "
@@ -124,7 +145,7 @@ class SynthesizerAttention(keras.layers.Layer):
         n = ops.shape(inputs)[1]
         logits = None
         for m, kind in enumerate(self.kinds):
-            part = self._logits(kind, inputs, n)
+            part = self._logits(kind, inputs, n, table)
             if len(self.kinds) > 1:
                 part = part * ops.cast(self.mixture[None, :, m, None, None], part.dtype)
             logits = part if logits is None else logits + part
@@ -140,11 +161,13 @@ class SynthesizerAttention(keras.layers.Layer):
         b = ops.shape(inputs)[0]
         return self.o_dense(ops.reshape(o, (b, n, self.heads * self.head_size)))
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.out_dim or input_shape[-1],)
+    def compute_output_spec(self, inputs, mask=None, p_bias=None):
+        x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        shape = tuple(x.shape[:-1]) + (self.out_dim or x.shape[-1],)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def compute_mask(self, inputs, mask=None):
-        return mask
+        return mask[0] if isinstance(mask, (list, tuple)) else mask
 
     def get_config(self):
         config = super().get_config()

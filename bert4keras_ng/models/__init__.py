@@ -164,7 +164,10 @@ def build_transformer_model(
         softmax_plus_clamp (16); GPT family: final_activation ('softmax'); T5: version (set
         from the string), with_lm, cross_position_bias; build option attention_caches
         ({attention layer name: [k_cache, v_cache]}); RoPE models only: rerope_window, rerope_leaky (Leaky ReRoPE k),
-        logn_train_length, logn_clip (length extrapolation, :mod:`~bert4keras_ng.models.extrapolation`).
+        logn_train_length, logn_clip (length extrapolation, :mod:`~bert4keras_ng.models.extrapolation`);
+        attention_type ('dot', Synthesizer terms 'dense' / 'random' / 'factorized_*' joined
+        with '+', e.g. 'random+dot'; one kind, a per-block list or {block: kind}) and
+        synthesizer_options (:mod:`~bert4keras_ng.models.attention_types`).
     Returns the Keras model, or with ``return_keras_model=False`` the builder (``.model``,
     ``.layers``, ``.load_weights_from_checkpoint``, ``.save_weights_as_checkpoint``, ...).
     """

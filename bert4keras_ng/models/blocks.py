@@ -115,8 +115,13 @@ def _self_attention_bias(builder, x, width, index):
 
 
 def self_attention(builder, x, name, index):
-    """Self-attention over ``x`` with the model's mask and position scheme."""
+    """Self-attention over ``x`` with the model's mask and position scheme (a Synthesizer in
+    the blocks ``attention_type`` chooses, :mod:`~bert4keras_ng.models.attention_types`)."""
     mask, position, options = _self_attention_bias(builder, x, builder.attention_key_size, index)
+    if builder.attention_types[index] is not None:
+        from bert4keras_ng.models.attention_types import synthesizer_attention
+
+        return synthesizer_attention(builder, x, name, index, mask, position)
     y = attention(builder, name, x, x, mask, position, bool(builder.residual_attention_scores),
                   options)
     if builder.residual_attention_scores:

@@ -15,6 +15,7 @@ import numpy as np
 from bert4keras_ng import checkpoints
 from bert4keras_ng.backend import explicit_gelu
 from bert4keras_ng.layers.dropout import Dropout
+from bert4keras_ng.models import attention_types as synthesis
 from bert4keras_ng.models import blocks, mappings
 from bert4keras_ng.models import config as model_config
 from bert4keras_ng.models.auxiliary import Add, AttentionMask, DepthScaledTruncatedNormal, TakeToken
@@ -179,6 +180,9 @@ class Transformer:
         self.softmax_plus_clamp = softmax_plus_clamp
         self.position_options = length_extrapolation_options(self.position, kwargs)
         self.hwfa = hwfa_option(self.position, kwargs, self.max_position)
+        self.attention_types = synthesis.attention_types(
+            kwargs.pop("attention_type", None), self.num_hidden_layers)
+        self.synthesizer_options = kwargs.pop("synthesizer_options", None)
         if application in ("lm", "unilm"):
             self.with_mlm = self.with_mlm or True
         self.attention_bias = None
@@ -187,6 +191,8 @@ class Transformer:
         self.attention_caches = {}
         self.built = False
         self._check_options()
+        synthesis.check_builder(self)
+        synthesis.declare_checkpoint_use(self)
 
     # ---- option checks -------------------------------------------------------------------
     def _check_options(self):
