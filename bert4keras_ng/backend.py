@@ -391,16 +391,26 @@ def rerope_logits(q, k, table, window, leaky=None, base=10000, spec="bjhd,bkhd->
     sequence indices.  ``spec`` is the q·k einsum ("bjhd,bkhd->bhjk" for MHA, "bmd,bnd->bmn" for
     GAU); logits come out with the query axis second to last.
     """
+    window = _check_window(window)
+    q1, k1 = apply_rotary_position_embeddings(table, q, k)
+    inside = ops.einsum(spec, q1, k1)
+    i = ops.arange(ops.shape(q)[1], dtype="float32")
+    j = ops.arange(ops.shape(k)[1], dtype="float32")
+    return _rerope_outside(q, k, i, j, inside, window, leaky, base, spec)
+
+
+def _check_window(window):
     window = float(window)
     if window <= 0:
         raise ValueError(f"ReRoPE window must be positive, got {window}.")
+    return window
+
+
+def _rerope_outside(q, k, i, j, inside, window, leaky, base, spec):
+    """``inside`` where |i − j| < w; elsewhere the logits of q rotated to s·i ± w(1 − s) against
+    k rotated to s·j (s = 1/k; 0 for ReRoPE: k not rotated), i, j the float positions."""
     dim = q.shape[-1]
-    n_q, n_k = ops.shape(q)[1], ops.shape(k)[1]
     slope = 0.0 if leaky is None else 1.0 / float(leaky)
-    q1, k1 = apply_rotary_position_embeddings(table, q, k)
-    inside = ops.einsum(spec, q1, k1)
-    i = ops.arange(n_q, dtype="float32")
-    j = ops.arange(n_k, dtype="float32")
     k2 = k if slope == 0 else apply_rotary_position_embeddings(
         sinusoidal_embeddings(j * slope, dim, base), k)
     shift = window * (1.0 - slope)
@@ -408,8 +418,25 @@ def rerope_logits(q, k, table, window, leaky=None, base=10000, spec="bjhd,bkhd->
         sinusoidal_embeddings(i * slope + shift, dim, base), q), k2)
     below = ops.einsum(spec, apply_rotary_position_embeddings(
         sinusoidal_embeddings(i * slope - shift, dim, base), q), k2)
-    r = -ops.cast(relative_distances(n_q, n_k), "float32")  # i − j
+    r = i[:, None] - j[None, :]
     return ops.where(r >= window, above, ops.where(r <= -window, below, inside))
+
+
+def rerope_cached_logits(q, k, q_offset, window, leaky=None, base=10000,
+                         spec="bqhd,bkhd->bhqk"):
+    """(Leaky) ReRoPE logits of n_q queries at positions q_offset + i against n_k cached
+    **pre-RoPE** keys at positions 0..n_k − 1 (a key/value cache; only relative positions
+    matter). One query: :func:`rerope_decode_logits` (one score matrix); several (the
+    prompt): the three score matrices of :func:`rerope_logits` at those positions."""
+    window = _check_window(window)
+    if q.shape[1] == 1:
+        return rerope_decode_logits(q, k, q_offset, window, leaky, base, spec)
+    dim = q.shape[-1]
+    i = ops.cast(q_offset, "float32") + ops.arange(ops.shape(q)[1], dtype="float32")
+    j = ops.arange(ops.shape(k)[1], dtype="float32")
+    inside = ops.einsum(spec, apply_rotary_position_embeddings(sinusoidal_embeddings(i, dim, base), q),
+                        apply_rotary_position_embeddings(sinusoidal_embeddings(j, dim, base), k))
+    return _rerope_outside(q, k, i, j, inside, window, leaky, base, spec)
 
 
 def rerope_decode_logits(q, k, query_position, window, leaky=None, base=10000,
@@ -439,7 +466,13 @@ def log_n_query_scale(n, train_length, clip=True):
     ``clip=True`` is the inference-only form "log n†" (max(1, ·): unchanged inside the trained
     length); ``clip=False`` the train-time form for causal models (query 0 sees only key 0).
     """
+    return log_n_scale_at(ops.arange(n, dtype="float32"), train_length, clip)
+
+
+def log_n_scale_at(positions, train_length, clip=True):
+    """log(p + 1)/log(train_length) (clipped at 1 when ``clip``) of float ``positions`` p:
+    :func:`log_n_query_scale` for queries at given positions (a cached decoding step)."""
     if train_length < 2:
         raise ValueError(f"log-n scaling needs train_length >= 2, got {train_length}.")
-    scale = ops.log(ops.arange(1, n + 1, dtype="float32")) / math.log(train_length)
+    scale = ops.log(ops.cast(positions, "float32") + 1.0) / math.log(train_length)
     return ops.maximum(scale, 1.0) if clip else scale

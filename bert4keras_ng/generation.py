@@ -17,6 +17,11 @@ Two parts, one job each:
   row start at its first real token, so a padded row computes what the unpadded prompt
   computes). The search semantics are bert4keras 0.11.5's ``AutoRegressiveDecoder``'s.
 
+(Leaky) ReRoPE and log-n query scaling (``rerope_window`` / ``logn_train_length`` builds) run
+cached too: a ReRoPE layer caches its keys before RoPE and scores each new query against them at
+its slot (only relative positions matter, so left padding changes nothing); log-n scales each
+query by its row's true position.
+
 Cache memory: for each self-attention layer, batch · (prompt + maxlen) · heads · (key_size +
 head_size) values in the layer's compute dtype (:meth:`CachedModel.cache_bytes`); beam search
 multiplies the batch by the beam size.
@@ -128,12 +133,6 @@ class CachedModel:
                 continue  # context only: run on the whole context every call
             dynamic.update(id(t) for t in node.outputs)
             if isinstance(op, MultiHeadAttention):
-                options = node.arguments.kwargs
-                if options.get("position_options") or options.get("p_bias") == "rerope":
-                    raise ValueError(f"CachedModel: {op.name!r} uses (Leaky) ReRoPE or log-n "
-                                     "query scaling (position_options), which the cache does "
-                                     "not support; generate with the uncached "
-                                     "AutoRegressiveDecoder.")
                 q, k, v = ins[:3]
                 if q is k and k is v:
                     self.self_attention.append(node)
@@ -279,7 +278,9 @@ class CachedModel:
                 x = args[0]  # [q, k, v, (bias), (position)] with q = k = v
                 out, caches[j] = op.call_cached([x[0]] + list(x[3:]), caches[j], index, key_mask,
                                                 a_bias=kwargs.get("a_bias"),
-                                                p_bias=kwargs.get("p_bias"))
+                                                p_bias=kwargs.get("p_bias"),
+                                                position_options=kwargs.get("position_options"),
+                                                positions=positions)
             elif id(node) in cross_of:
                 x = args[0]  # [q, k, v, (bias), (position)] with k, v from the context
                 if fresh:

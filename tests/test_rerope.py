@@ -223,10 +223,76 @@ def test_hwfa_windows_all_but_the_last_block_and_equals_an_explicit_band_mask():
         _roformer(hwfa_window=2, rerope_window=4)
 
 
-@pytest.mark.parametrize("options", [dict(rerope_window=4), dict(logn_train_length=8)])
-def test_cached_generation_refuses_rerope_and_log_n_instead_of_ignoring_them(options):
-    from bert4keras_ng.generation import CachedModel
+# ---- the cached decode path (generation.CachedModel) -------------------------------------
 
-    model = _roformer(application="lm", **options)
-    with pytest.raises(ValueError, match="position_options"):
-        CachedModel(model)
+CACHED_OPTIONS = [
+    dict(rerope_window=3),
+    dict(rerope_window=3, rerope_leaky=4, logn_train_length=4),
+    dict(logn_train_length=4, logn_clip=False),  # RoPE with train-time log-n
+]
+
+
+def _logits_model(model):
+    """The model up to its final softmax's input: the next-token logits of every position."""
+    return keras.Model(model.inputs, model.layers[-1].input)
+
+
+@pytest.mark.parametrize("model", ["roformer", pytest.param("roformer_v2",
+                                                            marks=pytest.mark.slow)])
+@pytest.mark.parametrize("options", CACHED_OPTIONS)
+def test_cached_step_logits_equal_the_full_path_with_mixed_prompt_lengths(model, options):
+    """Prompts of 3, 9, 5 and 1 tokens left-padded in one batch, then 4 teacher-forced steps:
+    every cached logit row equals the uncached model's on that row's unpadded prefix."""
+    from bert4keras_ng.generation import CachedModel, left_pad
+    from tests.test_generation import prompts, tiny_model
+
+    m = tiny_model(model, "lm", **options)
+    cached = CachedModel(m)
+    full = _logits_model(m)
+    batch = [p[0] for p in prompts()]
+    continuation = np.array([[11, 4, 30, 7], [5, 5, 9, 12], [20, 21, 22, 23], [8, 3, 6, 9]])
+    tokens, pads = left_pad(batch, 10)
+    length = 10 + continuation.shape[1]
+    logits, state = cached.prefill(tokens, np.zeros_like(tokens), pads, [], length)
+    got = [keras.ops.convert_to_numpy(logits)]
+    for t in range(continuation.shape[1]):
+        logits, state = cached.step(continuation[:, t:t + 1].astype("int32"), state)
+        got.append(keras.ops.convert_to_numpy(logits))
+    worst = 0.0
+    for row, prompt in enumerate(batch):
+        ids = np.concatenate([prompt, continuation[row]])[None].astype("int32")
+        want = keras.ops.convert_to_numpy(full([ids, np.zeros_like(ids)]))[0]
+        for t in range(continuation.shape[1] + 1):
+            worst = max(worst, float(np.abs(got[t][row] - want[len(prompt) - 1 + t]).max()))
+    assert worst <= 1e-5, f"cached vs full logits differ by {worst:.3g}"
+
+
+@pytest.mark.slow  # ~30 s: the compiled decode loop
+@pytest.mark.parametrize("options", CACHED_OPTIONS[:2])
+def test_cached_greedy_generation_equals_the_uncached_decoder(options):
+    from bert4keras_ng.generation import Generator
+    from tests.test_generation import END, Uncached, prompts, tiny_model
+
+    m = tiny_model("roformer", "lm", **options)
+    batch = prompts()
+    ref = Uncached(m, 0, start_id=None, end_id=END, maxlen=6, minlen=2)
+    greedy = Generator(m, end_id=END, maxlen=6, minlen=2).greedy(batch)
+    for p, g in zip(batch, greedy):
+        assert list(g) == list(ref.beam_search(p, topk=1)), f"greedy, prompt {p[0]}"
+
+
+def test_cached_call_needs_positions_for_log_n():
+    layer = MultiHeadAttention(2, DK)
+    layer([X, X, X])
+    cache = layer.init_cache(B, N)
+    with pytest.raises(ValueError, match="positions="):
+        layer.call_cached([X[:, :1]], cache, 0, MASK, position_options={"logn": 4})
+
+
+@pytest.mark.parametrize("window,leaky", [(3, None), (2, 8)])
+def test_cached_rerope_logits_of_several_queries_equal_the_full_rows(window, leaky):
+    q = RNG.normal(size=(B, N, 2, DK)).astype("float32")
+    k = RNG.normal(size=(B, N, 2, DK)).astype("float32")
+    full = H.to_numpy(K.rerope_logits(q, k, ROPE, window, leaky))
+    part = H.to_numpy(K.rerope_cached_logits(q[:, 3:7], k, 3, window, leaky))
+    np.testing.assert_allclose(part, full[:, :, 3:7], atol=2e-5)

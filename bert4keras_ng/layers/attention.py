@@ -16,7 +16,9 @@ from bert4keras_ng.backend import (
     attention_normalize,
     get_activation,
     log_n_query_scale,
+    log_n_scale_at,
     relative_distances,
+    rerope_cached_logits,
     rerope_logits,
     serialize_activation,
 )
@@ -101,6 +103,30 @@ def position_logits(q, k, position, p_bias, options, spec):
     if p_bias == "rotary":
         q, k = apply_rotary_position_embeddings(position, q, k)
     return ops.einsum(spec, q, k)
+
+
+def _cached_log_n(q, options, positions):
+    """Queries (b, n, h, d) scaled by log-n at their true ``positions`` (b, n) (cached call)."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(POSITION_OPTIONS))
+    if unknown:
+        raise ValueError(f"position_options: unknown key(s) {unknown}; allowed {POSITION_OPTIONS}.")
+    if not options.get("logn"):
+        return q
+    if positions is None:
+        raise ValueError("log-n scaling in a cached call needs positions= (the true positions "
+                         "of the new tokens).")
+    scale = log_n_scale_at(positions, options["logn"], options.get("logn_clip", True))
+    return q * ops.cast(scale[:, :, None, None], q.dtype)
+
+
+def _cached_rerope(qw, k_cache, index, options):
+    """(Leaky) ReRoPE logits (b, h, n, L) of queries at slots index + i over pre-RoPE keys."""
+    options = dict(options or {})
+    if options.get("window") is None:
+        raise ValueError("p_bias='rerope' needs position_options={'window': w, ...}.")
+    return rerope_cached_logits(qw, k_cache, index, options["window"], options.get("leaky"),
+                                options.get("base", 10000))
 
 
 def _split_heads(x, heads, size):
@@ -251,21 +277,22 @@ class MultiHeadAttention(_AttentionBase):
         return [o, logits] if self.return_attention_scores else o
 
     def _attend(self, qw, kw, vw, key_mask, bias, position, a_bias, p_bias, q_offset, training,
-                position_options=None):
+                position_options=None, logits=None):
         """Attention of projected heads qw (b, n_q, h, dk) over kw, vw (b, n_k, h, d·); the
         queries sit at key positions q_offset + i (a cached call). RoPE is already applied;
-        (Leaky) ReRoPE and log-n scaling come from position_options. Returns (o, scaled logits)."""
-        if self._fusable(p_bias, bias, training) and not position_options:
+        (Leaky) ReRoPE and log-n scaling come from position_options, or the unscaled q·k
+        ``logits`` are given (a cached ReRoPE call). Returns (o, scaled logits)."""
+        if logits is None and self._fusable(p_bias, bias, training) and not position_options:
             # logits are not returned on this path
             keep, _ = combine_attention_bias(
                 key_mask, bias, a_bias, ops.shape(qw)[1], ops.shape(kw)[1], head_axis=True,
                 q_offset=q_offset)
             scale = 1.0 / math.sqrt(self.dk) if self.attention_scale else 1.0
             return self.o_dense(_merge_heads(fused_attention(qw, kw, vw, keep, scale))), None
-        if p_bias == "rerope" or position_options:
+        if logits is None and (p_bias == "rerope" or position_options):
             logits = position_logits(qw, kw, position, "rerope" if p_bias == "rerope" else None,
                                      position_options, "bjhd,bkhd->bhjk")
-        else:
+        elif logits is None:
             logits = ops.einsum("bjhd,bkhd->bhjk", qw, kw)
         if p_bias == "typical_relative":
             if self.dv != self.dk:
@@ -318,7 +345,8 @@ class MultiHeadAttention(_AttentionBase):
         o, _ = self._attend(qw, kw, vw, key_mask, bias, position, a_bias, p_bias, 0, None)
         return o
 
-    def call_cached(self, inputs, cache, index, key_mask, a_bias=None, p_bias=None):
+    def call_cached(self, inputs, cache, index, key_mask, a_bias=None, p_bias=None,
+                    position_options=None, positions=None):
         """Self-attention of n new positions through a key/value cache (incremental decoding).
 
         inputs: [x (b, n, d), (a_bias tensor (b|1, n, L)), (position tensor for the new
@@ -327,11 +355,11 @@ class MultiHeadAttention(_AttentionBase):
         slots index … index + n − 1; the queries attend over all L slots, masked by key_mask
         (b, L) (unwritten slots must be False) and the bias ('causal' compares slots).
         Returns (o (b, n, out_dim), new cache). Same weights and order of operations as call().
+        With ``p_bias='rerope'`` the cache holds pre-RoPE keys (:func:`_cached_rerope`);
+        log-n scaling in ``position_options`` needs ``positions`` (b, n), the new tokens' true
+        positions.
         """
         self._check_call_args(a_bias, p_bias, MHA_POSITION_BIASES)
-        if p_bias == "rerope":
-            raise ValueError(f"{self.name}: cached decoding does not support p_bias='rerope' "
-                             "((Leaky) ReRoPE); generate with the uncached decoder.")
         inputs = as_list(inputs)
         check_input_count(self, inputs, 1 + (a_bias is True) + (p_bias is not None),
                           "[x" + (", a_bias" if a_bias is True else "")
@@ -342,14 +370,19 @@ class MultiHeadAttention(_AttentionBase):
         qw = _split_heads(self.q_dense(x), self.heads, self.dk)
         kw = _split_heads(self.k_dense(x), self.heads, self.dk)
         vw = _split_heads(self.v_dense(x), self.heads, self.dv)
+        qw = _cached_log_n(qw, position_options, positions)
         if p_bias == "rotary":
             qw, kw = apply_rotary_position_embeddings(position, qw, kw)
         k_cache, v_cache = cache
         start = (0, index, 0, 0)
         k_cache = ops.slice_update(k_cache, start, ops.cast(kw, k_cache.dtype))
         v_cache = ops.slice_update(v_cache, start, ops.cast(vw, v_cache.dtype))
+        logits = None
+        if p_bias == "rerope":
+            logits = _cached_rerope(qw, ops.cast(k_cache, qw.dtype), index, position_options)
         o, _ = self._attend(qw, ops.cast(k_cache, qw.dtype), ops.cast(v_cache, vw.dtype),
-                            key_mask, bias, position, a_bias, p_bias, index, None)
+                            key_mask, bias, position, a_bias, p_bias, index, None,
+                            logits=logits)
         return o, [k_cache, v_cache]
 
     def _fusable(self, p_bias, bias, training):
