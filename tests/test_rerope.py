@@ -296,3 +296,63 @@ def test_cached_rerope_logits_of_several_queries_equal_the_full_rows(window, lea
     full = H.to_numpy(K.rerope_logits(q, k, ROPE, window, leaky))
     part = H.to_numpy(K.rerope_cached_logits(q[:, 3:7], k, 3, window, leaky))
     np.testing.assert_allclose(part, full[:, :, 3:7], atol=2e-5)
+
+
+# ---- HWFA, layer by layer -------------------------------------------------------------------
+
+
+def np_attention(layer, x, keep, logn=None, table=None):
+    """NumPy multi-head attention of ``layer``'s weights on x (b, n, d): optional RoPE table,
+    log-n query scale max(1, log(i+1)/log(logn)) and a boolean keep mask (b|1, n, n)."""
+    def dense(t, sub):
+        kernel, bias = (np.asarray(w, "float64") for w in sub.get_weights())
+        return t @ kernel + bias
+
+    b, n, _ = x.shape
+    h = layer.heads
+    split = lambda t: t.reshape(b, n, h, -1)  # noqa: E731
+    q, k, v = (split(dense(x, getattr(layer, name))) for name in ("q_dense", "k_dense", "v_dense"))
+    if table is not None:
+        q, k = np_rotate(q, np.arange(n)[None, :, None, None]), np_rotate(k, np.arange(n)[None, :, None, None])
+    if logn is not None:
+        q = q * np.maximum(1.0, np.log(np.arange(1, n + 1)) / np.log(logn))[None, :, None, None]
+    logits = np.einsum("bihd,bjhd->bhij", q, k) / np.sqrt(q.shape[-1])
+    logits = np.where(keep[:, None], logits, -np.inf)
+    with np.errstate(invalid="ignore"):  # padded query rows may see no key at all
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p = p / p.sum(-1, keepdims=True)
+    o = np.einsum("bhij,bjhd->bihd", p, v).reshape(b, n, -1)
+    return dense(o, layer.o_dense)
+
+
+def test_hwfa_each_window_layer_is_band_masked_rope_and_the_last_is_full_log_n_attention():
+    """Every block but the last: RoPE attention with keys |i − j| < w only (NumPy, on that
+    layer's own input); the last block: all keys, no positions, log-n scaled queries."""
+    window, train = 2, 4
+    model = _roformer(hwfa_window=window, logn_train_length=train, num_hidden_layers=3)
+    model.set_weights([w * 25 if w.ndim == 2 else w for w in model.get_weights()])
+    ids = RNG.integers(1, 20, size=(2, 8))
+    ids[0, 6:] = 0
+    feed = [ids, np.zeros_like(ids)]
+    keep_keys = (ids != 0)[:, None, :]
+    n = ids.shape[1]
+    band = np.abs(np.arange(n)[:, None] - np.arange(n)[None]) < window
+    for index in range(3):
+        layer = model.get_layer("Transformer-%d-MultiHeadSelfAttention" % index)
+        node = layer._inbound_nodes[0]
+        x_in = node.input_tensors[0]
+        got, x = (np.asarray(a, "float64") for a in keras.Model(model.inputs, [layer.output, x_in])
+                  .predict_on_batch(feed))
+        if index < 2:
+            assert len(node.input_tensors) == 5  # q, k, v, window mask, RoPE table
+            want = np_attention(layer, x, keep_keys & band[None], table=True)
+        else:
+            assert len(node.input_tensors) == 3  # q, k, v: no mask input, no positions
+            full = np.broadcast_to(keep_keys, (2, n, n))
+            want = np_attention(layer, x, full, logn=train)
+            unscaled = np_attention(layer, x, full)
+        real = ids != 0
+        np.testing.assert_allclose(got[real], want[real], atol=2e-5, rtol=1e-5,
+                                   err_msg="block %d" % index)
+    # the log-n scale is really applied in the last block (positions >= train length)
+    assert np.abs(unscaled - got)[real].max() > 1e-3
