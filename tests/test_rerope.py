@@ -237,8 +237,7 @@ def _logits_model(model):
     return keras.Model(model.inputs, model.layers[-1].input)
 
 
-@pytest.mark.parametrize("model", ["roformer", pytest.param("roformer_v2",
-                                                            marks=pytest.mark.slow)])
+@pytest.mark.parametrize("model", ["roformer", "roformer_v2"])
 @pytest.mark.parametrize("options", CACHED_OPTIONS)
 def test_cached_step_logits_equal_the_full_path_with_mixed_prompt_lengths(model, options):
     """Prompts of 3, 9, 5 and 1 tokens left-padded in one batch, then 4 teacher-forced steps:
