@@ -497,6 +497,21 @@ def _lower_nfd(text):
     return unicodedata.normalize("NFD", text)
 
 
+# Joins texts for lower-casing them in one call: a noncharacter that is neither cased nor
+# case-ignorable (so the final-sigma rule stops at it, as at the end of a text) and an NFD
+# starter that nothing decomposes into (so normalisation never moves anything across it).
+_LOWER_JOIN = "\uffff"
+
+
+def _lower_nfd_all(texts):
+    """``[_lower_nfd(t.lower()) for t in texts]`` in a few C-level calls on the joined texts
+    (per text where a text itself contains the joining character)."""
+    joined = _LOWER_JOIN.join(texts)
+    if joined.count(_LOWER_JOIN) != len(texts) - 1:
+        return [_lower_nfd(t.lower()) for t in texts]
+    return _lower_nfd(joined.lower()).split(_LOWER_JOIN)
+
+
 def _class_of(code, drop_marks):
     value = (_TABLE_LOWER if drop_marks else _TABLE_CASED)[code]
     if value is None:
@@ -848,7 +863,7 @@ class Tokenizer(TokenizerBase):
         and only runs of word characters go through the (cached) WordPiece in Python.
         """
         if self._do_lower_case:
-            texts = [_lower_nfd(t.lower()) for t in texts]
+            texts = _lower_nfd_all(texts)
         # A newline (a space) after every text keeps words from running across texts.
         joined = "\n".join(texts) + "\n"
         codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)

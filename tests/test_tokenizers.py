@@ -500,6 +500,17 @@ def test_word_piece_equals_the_backward_longest_match_search(heads, tails, words
         [i for ids in expected_ids for i in ids]]
 
 
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(alphabet=st.one_of(st.sampled_from(_CASE_CHANGING + ["\uffff", "\n"]),
+                                                 st.sampled_from(_POOL), st.characters()),
+                              max_size=12), max_size=6))
+def test_batch_lower_casing_equals_per_text_lower_casing(texts):
+    """encode_batch lower-cases and NFD-normalises all texts joined in one call."""
+    from bert4keras_ng.tokenizers import _lower_nfd, _lower_nfd_all
+
+    assert _lower_nfd_all(texts) == [_lower_nfd(t.lower()) for t in texts]
+
+
 def _mixed_texts(n, seed):
     rng = random.Random(seed)
     return ["".join(rng.choice(_POOL) for _ in range(rng.randint(0, 20))) for _ in range(n)]
