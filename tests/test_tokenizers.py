@@ -459,6 +459,117 @@ def test_save_vocab_round_trip(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# WordPiece search and caches
+# ---------------------------------------------------------------------------------------------
+
+
+def _reference_word_piece(word, vocab, word_maxlen=200):
+    """bert4keras's search: at each start, the longest piece, trying ends from the word's end."""
+    if len(word) > word_maxlen:
+        return [word]
+    pieces, start = [], 0
+    while start < len(word):
+        for end in range(len(word), start, -1):
+            piece = word[start:end] if start == 0 else "##" + word[start:end]
+            if piece in vocab:
+                break
+        else:
+            return [word]
+        pieces.append(piece)
+        start = end
+    return pieces
+
+
+_abc = st.text(alphabet="abc", min_size=1, max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(heads=st.sets(_abc, max_size=12), tails=st.sets(_abc, max_size=12),
+       words=st.lists(st.text(alphabet="abcd", min_size=1, max_size=14), min_size=1,
+                      max_size=8), word_maxlen=st.sampled_from([3, 200]))
+def test_word_piece_equals_the_backward_longest_match_search(heads, tails, words, word_maxlen):
+    tokens = ["[UNK]", "[CLS]", "[SEP]", "##"] + sorted(heads) + ["##" + t for t in sorted(tails)]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    tok = Tokenizer(vocab, word_maxlen=word_maxlen)
+    expected = [_reference_word_piece(w, vocab, word_maxlen) for w in words]
+    expected_ids = [[vocab.get(p, 0) for p in pieces] for pieces in expected]
+    assert [tok.tokenize(w)[1:-1] for w in words] == expected
+    assert [tok.encode(w)[0][1:-1] for w in words] == expected_ids
+    assert [ids[1:-1] for ids in tok.encode_batch(words)[0]] == expected_ids
+    assert [ids[1:-1] for ids in tok.encode_batch([" ".join(words)])[0]] == [
+        [i for ids in expected_ids for i in ids]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(alphabet=st.one_of(st.sampled_from(_CASE_CHANGING + ["\uffff", "\n"]),
+                                                 st.sampled_from(_POOL), st.characters()),
+                              max_size=12), max_size=6))
+def test_batch_lower_casing_equals_per_text_lower_casing(texts):
+    """encode_batch lower-cases and NFD-normalises all texts joined in one call."""
+    from bert4keras_ng.tokenizers import _lower_nfd, _lower_nfd_all
+
+    assert _lower_nfd_all(texts) == [_lower_nfd(t.lower()) for t in texts]
+
+
+def _mixed_texts(n, seed):
+    rng = random.Random(seed)
+    return ["".join(rng.choice(_POOL) for _ in range(rng.randint(0, 20))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("lower", [False, True])
+def test_word_cache_is_bounded_and_changes_no_output(monkeypatch, lower):
+    import bert4keras_ng.tokenizers as tokenizers
+
+    texts = _mixed_texts(400, seed=1) + ["abcdefghij" * 3, "x" * 250]
+    results = {}
+    for limit in (0, 7, tokenizers._CACHE_LIMIT):
+        monkeypatch.setattr(tokenizers, "_CACHE_LIMIT", limit)
+        tok = Tokenizer(VOCAB, do_lower_case=lower)
+        first = tok.encode_batch(texts, maxlen=16)
+        again = tok.encode_batch(texts, maxlen=16)  # warm caches
+        single = [tuple(tok.encode(t, maxlen=16)) for t in texts]
+        tokens = [tok.tokenize(t) for t in texts]
+        assert first == again
+        assert list(zip(*first)) == single
+        assert len(tok._word_ids) <= limit and len(tok._word_tokens) <= limit
+        results[limit] = (first, tokens)
+    assert results[0] == results[7] == results[tokenizers._CACHE_LIMIT]
+
+
+def test_unknown_id_change_reaches_every_cache():
+    vocab = load_vocab(VOCAB)
+    unknown_cjk = next(chr(c) for c in range(0x4E00, 0xA000) if chr(c) not in vocab)
+    texts = ["a%sb" % unknown_cjk, "\ue000 hello", unknown_cjk]
+    tok = Tokenizer(VOCAB)
+    before = tok.encode_batch(texts)[0], [tok.encode(t)[0] for t in texts]
+    unk = vocab["[UNK]"]
+    assert all(unk in ids for ids in before[0]) and before[0] == before[1]
+    tok._token_unk_id = 0  # bert4keras scripts do this once the tokenizer is built
+    fresh = Tokenizer(VOCAB)
+    fresh._token_unk_id = 0
+    expected = [[0 if i == unk else i for i in ids] for ids in before[0]]
+    assert tok.encode_batch(texts)[0] == expected == fresh.encode_batch(texts)[0]
+    assert [tok.encode(t)[0] for t in texts] == expected
+
+
+def test_vocabulary_edits_after_construction_are_honoured():
+    vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "a": 3, "##b": 4, "##c": 5, "中": 6}
+    tok = Tokenizer(vocab)
+    assert tok.encode_batch(["abc 中国"])[0] == [[1, 3, 4, 5, 6, 0, 2]]
+    assert tok.tokenize("abc") == ["[CLS]", "a", "##b", "##c", "[SEP]"]
+    # In place, as bert4keras's dict lookups would see it ...
+    tok._token_dict["abc"] = 7
+    tok._token_dict["国"] = 8
+    assert tok.encode_batch(["abc 中国"])[0] == [[1, 7, 6, 8, 2]]
+    assert tok.encode("abc 中国")[0] == [1, 7, 6, 8, 2]
+    assert tok.tokenize("abc") == ["[CLS]", "abc", "[SEP]"]
+    # ... and a replaced dict.
+    tok._token_dict = dict(vocab, ab=9)
+    assert tok.encode_batch(["abc"])[0] == [[1, 9, 5, 2]]
+    assert tok.encode("abc")[0] == [1, 9, 5, 2]
+
+
+# ---------------------------------------------------------------------------------------------
 # SentencePiece
 # ---------------------------------------------------------------------------------------------
 
