@@ -135,6 +135,7 @@ def write_data(data, texts):
            jsonl({"fen": "", "items": {"棋局结果": str(r)}, "iccs": opening} for r in (2, 0, 1)))
     write_coco(os.path.join(data, "coco"), texts)
     write_clue_data(os.path.join(data, "clue"))
+    write_cluener(os.path.join(data, "clue", "cluener"))
     _write(os.path.join(data, "clue/iflytek/dev.json"),  # as iflytek2 below
            jsonl({"sentence": texts[0], "label": str(k)} for k in range(119)))
     # CLUE cmrc2018 also saves on exact-span accuracy above 0: one-character contexts leave a
@@ -170,6 +171,23 @@ def write_clue_data(folder, keep=12):
         elif isinstance(document, dict) and isinstance(document.get("data"), list):
             document = dict(document, data=document["data"][:2])
         _write(target, json.dumps(document, ensure_ascii=False))
+
+
+CLUENER_REPEAT = 25  # x 320 records / batch 2 = 4000 training steps in the one shrunken epoch
+
+
+def write_cluener(folder, repeat=CLUENER_REPEAT, dev_rows=20):
+    """CLUENER training data the script can learn within its run: the package's 320 records
+    (entities from a small lexicon) repeated ``repeat`` times, so that the single shrunken
+    epoch has enough AdaFactor steps (lr 5e-4, scaled by the weights' RMS) to find entities.
+    An untrained GlobalPointer scores spans on [CLS]/[SEP], whose ``rematch`` mapping is empty,
+    and the script's ``mapping[start][0]`` then fails, with bert4keras too."""
+    lines = {}
+    for part in ("train", "dev"):
+        with open(os.path.join(SAMPLE_DIR, "cluener", part + ".json"), encoding="utf-8") as f:
+            lines[part] = [line for line in f if line.strip()]
+    _write(os.path.join(folder, "train.json"), "".join(lines["train"] * repeat))
+    _write(os.path.join(folder, "dev.json"), "".join(lines["dev"][:dev_rows]))
 
 
 def write_coco(folder, texts):
