@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/port44.py BERT4KERAS_REPO CLUE_BERT4KERAS_REPO --work /tmp/port44 \
         [--mode renamed ported] [--only NAME ...] [--timeout 900] [--python PYTHON]
+    python benchmarks/port44.py - - --work - --report WORK/results.json [...]  # Markdown table
 
 The two repositories (a checkout or a bare git mirror) give the 32 files of bert4keras 0.11.5's
 ``examples/`` and the 12 of CLUE-bert4keras's ``src/``. Nothing of them is kept in this
@@ -135,6 +136,7 @@ def write_data(data, texts):
            jsonl({"fen": "", "items": {"棋局结果": str(r)}, "iccs": opening} for r in (2, 0, 1)))
     write_coco(os.path.join(data, "coco"), texts)
     write_clue_data(os.path.join(data, "clue"))
+    write_cluener(os.path.join(data, "clue", "cluener"))
     _write(os.path.join(data, "clue/iflytek/dev.json"),  # as iflytek2 below
            jsonl({"sentence": texts[0], "label": str(k)} for k in range(119)))
     # CLUE cmrc2018 also saves on exact-span accuracy above 0: one-character contexts leave a
@@ -170,6 +172,23 @@ def write_clue_data(folder, keep=12):
         elif isinstance(document, dict) and isinstance(document.get("data"), list):
             document = dict(document, data=document["data"][:2])
         _write(target, json.dumps(document, ensure_ascii=False))
+
+
+CLUENER_REPEAT = 25  # x 320 records / batch 2 = 4000 training steps in the one shrunken epoch
+
+
+def write_cluener(folder, repeat=CLUENER_REPEAT, dev_rows=20):
+    """CLUENER training data the script can learn within its run: the package's 320 records
+    (entities from a small lexicon) repeated ``repeat`` times, so that the single shrunken
+    epoch has enough AdaFactor steps (lr 5e-4, scaled by the weights' RMS) to find entities.
+    An untrained GlobalPointer scores spans on [CLS]/[SEP], whose ``rematch`` mapping is empty,
+    and the script's ``mapping[start][0]`` then fails, with bert4keras too."""
+    lines = {}
+    for part in ("train", "dev"):
+        with open(os.path.join(SAMPLE_DIR, "cluener", part + ".json"), encoding="utf-8") as f:
+            lines[part] = [line for line in f if line.strip()]
+    _write(os.path.join(folder, "train.json"), "".join(lines["train"] * repeat))
+    _write(os.path.join(folder, "dev.json"), "".join(lines["dev"][:dev_rows]))
 
 
 def write_coco(folder, texts):
@@ -358,12 +377,38 @@ def run_script(python, folder, name, timeout, keras_home):
             proc.wait()
     log_text = open(log_path, errors="replace").read()
     ok = status == 0 or status == "serving"
-    reason = ""
-    if not ok:
-        errors = [line for line in log_text.splitlines()
-                  if re.match(r"^\w*(Error|Exception)\b|^\w+\.\w*Error", line)]
-        reason = errors[-1] if errors else ("timeout" if status is None else "exit %s" % status)
+    reason = "" if ok else failure_reason(log_text, status)
     return {"ok": ok, "seconds": round(time.time() - start, 1), "reason": reason[:300]}
+
+
+def failure_reason(log_text, status):
+    """The last exception line of a failed run's log (``pkg.module.SomeError: ...`` too)."""
+    errors = [line for line in log_text.splitlines()
+              if re.match(r"^[\w.]*(Error|Exception)\b", line)]
+    return errors[-1] if errors else ("timeout" if status is None else "exit %s" % status)
+
+
+def markdown_report(results):
+    """A Markdown table of ``{mode: {script: result}}``: one row per script, one column per
+    mode (with its seconds), then the last error line of each failure."""
+    modes = [m for m in MODES if m in results]
+    scripts = sorted({key for entries in results.values() for key in entries})
+    rows = ["| script | %s | last error |" % " | ".join(modes),
+            "|---|%s---|" % ("---|" * len(modes))]
+    for key in scripts:
+        cells, errors = [], []
+        for mode in modes:
+            entry = results[mode].get(key)
+            if entry is None:
+                cells.append("not run")
+                continue
+            cells.append("%s (%.0f s)" % ("runs" if entry["ok"] else "fails", entry["seconds"]))
+            if not entry["ok"]:
+                errors.append("%s: %s" % (mode, entry["reason"].replace("|", "\\|")))
+        rows.append("| `%s` | %s | %s |" % (key, " | ".join(cells), "; ".join(errors)))
+    totals = ["%s: %d of %d run" % (m, sum(e["ok"] for e in results[m].values()),
+                                    len(results[m])) for m in modes]
+    return "\n".join(rows) + "\n\n" + "; ".join(totals) + "\n"
 
 
 def main(argv=None):
@@ -378,7 +423,17 @@ def main(argv=None):
     parser.add_argument("--reuse-identical", action="store_true",
                         help="a script whose text is the same in both modes is run once (the "
                              "result of the other mode is reused)")
+    parser.add_argument("--report", nargs="+", metavar="RESULTS_JSON",
+                        help="print a Markdown table of these results.json files (merged in "
+                             "order, a later entry replacing an earlier one) and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        merged = {}
+        for path in args.report:
+            for mode, entries in json.load(open(path)).items():
+                merged.setdefault(mode, {}).update(entries)
+        print(markdown_report(merged), end="")
+        return
     work = os.path.abspath(args.work)
     if os.path.abspath(work).startswith(ROOT + os.sep):
         parser.error("--work must be outside the checkout (the scripts are not to be kept)")

@@ -94,6 +94,7 @@ MANUAL_CASES = {
     "multi_gpu_model": "parallel = multi_gpu_model(model, gpus=2)",
     "get_output_at-node": "output = model.get_layer(name).get_output_at(bert_layers - 1)",
     "generator-workers": "model.fit(g, workers=4, use_multiprocessing=True)",
+    "predict-nested-list": "            label = model.predict([[token_ids], [segment_ids]])[0]",
 }
 
 
@@ -116,6 +117,42 @@ def test_manual_line_blocks_rewrites_on_that_line():
     new, findings = port_source(line + "\n")
     assert new == line + "\n"
     assert [f.kind for f in findings] == ["manual"]
+
+
+@pytest.mark.parametrize("line", [
+    "y = grad_model.predict([ [token_ids], [segment_ids], [[label]]])[0]",
+    "y = model.predict_on_batch([[token_ids], [segment_ids]])",
+])
+def test_predict_on_nested_lists_is_flagged_with_the_np_array_fix(line):
+    new, findings = port_source(line + "\n")
+    assert new == line + "\n"
+    assert [(f.kind, f.rule) for f in findings] == [("manual", "predict-nested-list")]
+    assert "np.array([token_ids])" in findings[0].message
+
+
+@pytest.mark.parametrize("line", [
+    "y = model.predict([np.array([token_ids]), np.array([segment_ids])])",
+    "y = model.predict(np.array([[1, 2, 3]]))",
+    "y = model.predict([token_ids, segment_ids])",  # arrays or lists: cannot tell, not flagged
+    "y = model.predict(x)[[0, 1]]",
+])
+def test_predict_on_arrays_is_not_flagged(line):
+    assert port_source(line + "\n") == (line + "\n", [])
+
+
+def test_the_nested_list_fix_is_what_keras_3_needs():
+    """The rule's premise: Keras 3 refuses the nested lists, takes the np.array form."""
+    import keras
+    import numpy as np
+
+    ids, segments = keras.Input((None,), dtype="int32"), keras.Input((None,), dtype="int32")
+    out = keras.layers.Embedding(10, 2)(ids) + keras.layers.Embedding(2, 2)(segments)
+    model = keras.Model([ids, segments], out)
+    token_ids, segment_ids = [1, 2, 3], [0, 0, 1]
+    with pytest.raises(ValueError):
+        model.predict([[token_ids], [segment_ids]], verbose=0)
+    y = model.predict([np.array([token_ids]), np.array([segment_ids])], verbose=0)
+    assert y.shape == (1, 3, 2)
 
 
 def test_tf1_internals_point_to_examples():

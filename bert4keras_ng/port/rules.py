@@ -163,6 +163,10 @@ MANUAL = [
     Manual("get_output_at-node", re.compile(r"\.get_output_at\(\s*(?!(?:-1|0)\s*\))"),
            "Layer.get_output_at is gone in Keras 3: use layer.output for a layer called once, "
            "or keep the tensor returned by the call you mean"),
+    Manual("predict-nested-list", re.compile(r"\.predict(?:_on_batch)?\(\s*\[\s*\["),
+           "Keras 3's predict takes arrays, not nested Python lists (ValueError: Unrecognized "
+           "data type): wrap each input in np.array, e.g. model.predict([np.array([token_ids]), "
+           "np.array([segment_ids])])"),
     Manual("generator-workers", re.compile(r"\b(?:workers|use_multiprocessing|max_queue_size)\s*="),
            "Keras 3's fit/predict take no workers/use_multiprocessing/max_queue_size: pass them "
            "to a keras.utils.PyDataset (DataGenerator.to_pydataset(workers=...)) instead"),
