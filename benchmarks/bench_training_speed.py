@@ -86,6 +86,17 @@ def inputs(cfg, seed=0):
     return tokens, segments, labels
 
 
+def cpu_flags():
+    """The CPU's vector / bf16 features from /proc/cpuinfo (where it exists)."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16")
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next(line for line in handle if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(w for w in wanted if w in flags) or "none of " + ", ".join(wanted)
+
+
 def time_calls(fn, warmup, steps):
     for _ in range(warmup):
         fn()
@@ -250,41 +261,47 @@ def time_interleaved(functions, warmup, steps):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def run_mode(builders, bert4keras_families, cfg, mode, args, report, probe):
-    """Every implementation of one mode, built side by side (bert4keras in worker processes) and
-    timed in alternating rounds, with the GEMM ceiling probe run in the same rounds; returns the
-    probe's median GFLOP/s."""
+def run_modes(builders, bert4keras_families, cfg, modes, args, report, probes):
+    """Every implementation of the given modes, built side by side (bert4keras in worker
+    processes) and timed in alternating rounds, with the GEMM ceiling probe of each precision
+    run in the same rounds; returns {mode: the probe's median GFLOP/s}.  One mode per call
+    compares implementations; several (``--interleave-modes``) also compare the modes."""
     import keras
 
     keras.backend.clear_session()
     calls, workers = {}, []
-    for name, builder in builders.items():
-        try:
-            train, forward = prepare_keras3(builder, cfg, mode)
-            calls[name] = {"train": train, "forward": forward}
-        except Exception as error:  # one failing implementation must not stop the run
-            report(name, mode, None, error)
-    for name, family in bert4keras_families.items():
-        try:
-            worker = Bert4kerasWorker(family, cfg, mode, args)
-        except Exception as error:
-            report(name, mode, None, error)
-            continue
-        workers.append(worker)
-        calls[name] = {kind: (lambda w=worker, k=kind: w.call(k)) for kind in ("train", "forward")}
+    for mode in modes:
+        for name, builder in builders.items():
+            try:
+                train, forward = prepare_keras3(builder, cfg, mode)
+                calls[(name, mode)] = {"train": train, "forward": forward}
+            except Exception as error:  # one failing implementation must not stop the run
+                report(name, mode, None, error)
+        for name, family in bert4keras_families.items():
+            try:
+                worker = Bert4kerasWorker(family, cfg, mode, args)
+            except Exception as error:
+                report(name, mode, None, error)
+                continue
+            workers.append(worker)
+            calls[(name, mode)] = {kind: (lambda w=worker, k=kind: w.call(k))
+                                   for kind in ("train", "forward")}
     try:
-        rates = []
-        train_fns = {name: fns["train"] for name, fns in calls.items()}
-        train_fns["gemm_peak"] = lambda: rates.append(probe())
+        rates = {precision_of(mode): [] for mode in modes}
+        train_fns = {key: fns["train"] for key, fns in calls.items()}
+        for precision, values in rates.items():
+            train_fns[("gemm_peak", precision)] = (
+                lambda p=probes[precision][1], v=values: v.append(p()))
         train = time_interleaved(train_fns, args.warmup, args.steps)
-        forward = time_interleaved({n: fns["forward"] for n, fns in calls.items()}, args.warmup,
+        forward = time_interleaved({k: fns["forward"] for k, fns in calls.items()}, args.warmup,
                                    args.steps)
     finally:
         for worker in workers:
             worker.close()
-    for name in calls:
-        report(name, mode, {"train": train[name], "forward": forward[name]}, None)
-    return statistics.median(rates[args.warmup:])
+    for (name, mode) in calls:
+        report(name, mode, {"train": train[(name, mode)], "forward": forward[(name, mode)]},
+               None)
+    return {mode: statistics.median(rates[precision_of(mode)][args.warmup:]) for mode in modes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,6 +413,10 @@ def main():
                         "bert4keras_bert,bert4keras_roformer", help="comma list of implementations")
     parser.add_argument("--bert4keras-python", default="/work/refvenv/bin/python")
     parser.add_argument("--peak-size", type=int, default=None, help="GEMM size for the peak")
+    parser.add_argument("--interleave-modes", action="store_true",
+                        help="build every mode's models at once and time all of them in the same "
+                             "alternating rounds, so that modes can be compared too (memory: "
+                             "one model per implementation and mode)")
     args = parser.parse_args()
     if args.steps is None:
         args.steps = 2 if args.quick else 5
@@ -418,7 +439,10 @@ def main():
         versions = f"tensorflow {tf.__version__}"
         devices = [d.device_type for d in tf.config.list_physical_devices()]
     print(f"keras {keras.__version__} ({backend} backend), {versions}, {os.cpu_count()} CPUs "
-          f"visible, devices {devices}")
+          f"visible, devices {devices}, CPU flags: {cpu_flags()}; the machine may be shared with "
+          "other jobs: compare the ratios of one run only")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average at the start: {load:.1f}")
     print(f"shape: {cfg}")
     peak_size = args.peak_size or (1024 if args.quick else 2048)
     probes = gemm_probes(cfg, peak_size)
@@ -448,18 +472,18 @@ def main():
             status = f"train {value['train'] * 1e3:.1f} ms, forward {value['forward'] * 1e3:.1f} ms"
         print(f"  measured {name:20s} {mode:18s} {status}", flush=True)
 
-    for mode in modes:
-        builders = {name: keras3_builders[name] for name in chosen if name in keras3_builders}
-        families = {name: bert4keras_families[name] for name in chosen
-                    if name in bert4keras_families}
-        if families and backend != "tensorflow":
+    builders = {name: keras3_builders[name] for name in chosen if name in keras3_builders}
+    families = {name: bert4keras_families[name] for name in chosen if name in bert4keras_families}
+    if families and backend != "tensorflow":
+        for mode in modes:
             for name in families:
                 report(name, mode, None, RuntimeError("bert4keras needs the tensorflow backend"))
-            families = {}
-        peaks[mode] = run_mode(builders, families, cfg, mode, args, report,
-                               probes[precision_of(mode)][1])
-        print(f"  measured {'gemm_peak':20s} {mode:18s} {peaks[mode]:.1f} GFLOP/s "
-              f"({precision_of(mode)}, interleaved with the training steps)", flush=True)
+        families = {}
+    for group in ([modes] if args.interleave_modes else [[mode] for mode in modes]):
+        peaks.update(run_modes(builders, families, cfg, group, args, report, probes))
+        for mode in group:
+            print(f"  measured {'gemm_peak':20s} {mode:18s} {peaks[mode]:.1f} GFLOP/s "
+                  f"({precision_of(mode)}, interleaved with the training steps)", flush=True)
 
     print()
     header = (f"{'implementation':20s} {'mode':18s} {'train ms':>9s} {'vs hub':>7s} "
@@ -484,6 +508,29 @@ def main():
     print("\n'vs hub' = time / keras-hub BertBackbone time in the same mode (< 1: faster); "
           "'% peak' = training GFLOP/s / the GEMM ceiling of that precision measured in the same "
           "rounds as the training steps.")
+    print_targets(results, modes, args.interleave_modes)
+    if hasattr(os, "getloadavg"):
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+def print_targets(results, modes, interleaved):
+    """Issue 15's ratios: our training step against the fastest peer of the same mode, and (when
+    the modes were timed in the same rounds) each mode against our float32 step."""
+    peers = ("keras_hub_bert", "bert4keras_bert")
+    for mode in modes:
+        ours = results.get(("ours_bert", mode))
+        timed = [(results[(peer, mode)]["train"], peer) for peer in peers
+                 if results.get((peer, mode))]
+        if ours and timed:
+            fastest, peer = min(timed)
+            print(f"ours_bert {mode}: {fastest / ours['train']:.2f}x the fastest peer ({peer})")
+    base = results.get(("ours_bert", "float32"))
+    if interleaved and base:
+        for mode in modes:
+            value = results.get(("ours_bert", mode))
+            if value and mode != "float32":
+                print(f"ours_bert {mode}: {base['train'] / value['train']:.2f}x ours_bert float32 "
+                      "(same rounds)")
 
 
 if __name__ == "__main__":

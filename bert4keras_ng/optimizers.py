@@ -55,7 +55,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from bert4keras_ng import backend
+from bert4keras_ng import backend, optimizer_kernels
 
 __all__ = [
     "Adam",
@@ -759,12 +759,47 @@ class _ExtendedOptimizer(_PathAwareMixin):
         # Applied inside update_step (see class docstring).
         return
 
+    def _b4k_base_class(self):
+        """The class whose ``update_step`` runs under the wrappers (e.g. Keras's Adam)."""
+        mro = type(self).__mro__
+        below = mro[mro.index(_ExtendedOptimizer) + 1:]
+        return next((k for k in below if "update_step" in vars(k)), None)
+
+    def _b4k_fused(self):
+        """Whether the base update is Keras's Adam run as TensorFlow's fused kernel (see
+        :mod:`bert4keras_ng.optimizer_kernels`), cached per instance."""
+        fused = getattr(self, "_b4k_fused_adam", None)
+        if fused is None:
+            fused = self._b4k_fused_adam = optimizer_kernels.fusable_adam(
+                self, self._b4k_base_class())
+        return fused
+
+    def _b4k_decay_only(self):
+        """True when weight decay is the only transform of the chain (no wrapper overrides it)."""
+        return (type(self)._b4k_transform is _ExtendedOptimizer._b4k_transform
+                and type(self)._b4k_active is _ExtendedOptimizer._b4k_active)
+
+    def _b4k_base_update(self, gradient, variable, learning_rate, decay_rate=None):
+        """The base optimizer's update, fused where it can be; False if nothing ran because
+        ``decay_rate`` was given and the update is not fused."""
+        if self._b4k_fused() and optimizer_kernels.fused_adam_update(
+                self, gradient, variable, learning_rate, decay_rate):
+            return True
+        if decay_rate is not None:
+            return False
+        super().update_step(gradient, variable, learning_rate)
+        return True
+
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
         if not self._b4k_active(index):
-            return super().update_step(gradient, variable, learning_rate)
+            self._b4k_base_update(gradient, variable, learning_rate)
+            return
+        if self._b4k_decay_only() and self._b4k_base_update(
+                gradient, variable, learning_rate, decay_rate=self.weight_decay):
+            return  # decay then Adam, fused: equal to the chain below for an update not using theta
         old = _snapshot(variable)
-        super().update_step(gradient, variable, learning_rate)
+        self._b4k_base_update(gradient, variable, learning_rate)
         new = _snapshot(variable)
         new = self._b4k_transform(index, old, new, gradient, learning_rate)
         self.assign(variable, new)

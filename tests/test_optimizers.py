@@ -284,6 +284,52 @@ def test_weight_decay_wrapper_matches_numpy_and_warns_on_unmatched_pattern():
     assert_all_close(got, ref)
 
 
+@pytest.mark.tf_only
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_weight_decay_adamw_runs_fused_kernels_and_matches_numpy(amsgrad):
+    """extend_with_weight_decay(AdamW) on TensorFlow: one ResourceApplyAdam per variable and one
+    ResourceApplyGradientDescent (the decay) per decayed one; amsgrad keeps Keras's own ops.
+    Either way the result is the NumPy decoupled-decay Adam."""
+    import tensorflow as tf
+
+    variables = make_variables(3)
+    start = values(variables)
+    grads = random_grads(variables, 3, seed=4)
+    opt = O.extend_with_weight_decay(O.AdamW)(
+        learning_rate=0.01, weight_decay_rate=0.1, exclude_from_weight_decay=["Norm", "bias$"],
+        amsgrad=amsgrad)
+    opt.build(variables)
+    tensors = [[tf.constant(g) for g in gs] for gs in grads]
+    step = tf.function(lambda gs: opt.apply(gs, variables))
+    graph = step.get_concrete_function(tensors[0]).graph
+    counts = {kind: sum(op.type == kind for op in graph.get_operations())
+              for kind in ("ResourceApplyAdam", "ResourceApplyGradientDescent")}
+    decayed = [not re.search("Norm|bias$", path) for path in PATHS]
+    if amsgrad:
+        assert counts == {"ResourceApplyAdam": 0, "ResourceApplyGradientDescent": 0}
+    else:
+        assert counts == {"ResourceApplyAdam": len(variables),
+                          "ResourceApplyGradientDescent": sum(decayed)}
+    for gs in tensors:
+        step(gs)
+    got = values(variables)
+    ref, adam = [s.copy() for s in start], NumpyAdam(len(start))
+    v_hat = [0.0] * len(start)
+    for t, gs in enumerate(grads, 1):
+        for i, g in enumerate(gs):
+            old = ref[i]
+            if amsgrad:
+                adam.m[i] = 0.9 * adam.m[i] + 0.1 * g
+                adam.v[i] = 0.999 * adam.v[i] + 0.001 * g * g
+                v_hat[i] = np.maximum(v_hat[i], adam.v[i])
+                lr_t = 0.01 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+                delta = -lr_t * adam.m[i] / (np.sqrt(v_hat[i]) + 1e-7)
+            else:
+                delta = adam.delta(i, g, 0.01, t)
+            ref[i] = old + delta - (0.01 * 0.1 * old if decayed[i] else 0.0)
+    assert_all_close(got, ref)
+
+
 def test_adamw_layer_adaptation_ema_matches_numpy():
     cls = O.extend_with_exponential_moving_average(O.extend_with_layer_adaptation(O.AdamW))
     variables = make_variables(1)

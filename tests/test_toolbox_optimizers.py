@@ -85,7 +85,9 @@ def test_child_tuning_rate_one_is_the_base_optimizer():
         wrapped.apply([keras.ops.convert_to_tensor(g) for g in grads], a)
         plain.apply([keras.ops.convert_to_tensor(g) for g in grads], b)
     for x, y in zip(a, b):
-        np.testing.assert_array_equal(x.numpy(), y.numpy())
+        # the wrapper runs Adam as TensorFlow's fused kernel on that backend: 1-ulp roundings
+        # (values ~1, steps ~1e-2)
+        np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-6, atol=5e-7)
 
 
 def test_child_tuning_serialises_and_composes():
