@@ -508,6 +508,9 @@ def test_tiled_transpose_equals_numpy():
         out = transpose(a)
         assert out.flags["C_CONTIGUOUS"]
         np.testing.assert_array_equal(out, a.T)
+        into = np.empty(a.T.shape, np.float64)  # into a given array, cast on the way
+        assert transpose(a, out=into) is into
+        np.testing.assert_array_equal(into, a.T.astype(np.float64))
 
 
 def test_tokenizer_from_a_t5_folder_with_spiece_model(tmp_path):
@@ -530,7 +533,7 @@ def test_tokenizer_from_a_t5_folder_with_spiece_model(tmp_path):
 
 
 def test_bfloat16_safetensors_read_as_float32(tmp_path):
-    """NumPy has no bfloat16: such tensors are read from the file's offsets and widened."""
+    """NumPy has no bfloat16: such tensors are read from the memory map and widened."""
     import struct
 
     a = np.array([[1.5, -2.25, 3.0], [0.1, 7.0, -0.5]], dtype=np.float32)
@@ -544,11 +547,6 @@ def test_bfloat16_safetensors_read_as_float32(tmp_path):
     assert value.dtype == np.float32
     np.testing.assert_array_equal(value, expected)
     assert np.abs(value - a).max() < 0.01
-    from bert4keras_ng.huggingface import _read_raw_safetensor  # the path without ml_dtypes
-
-    raw = _read_raw_safetensor(str(tmp_path / "model.safetensors"), "w", None)
-    assert raw.dtype == np.float32
-    np.testing.assert_array_equal(raw, expected)
 
 
 def test_truncated_safetensors_is_a_clear_error(tmp_path):
@@ -558,6 +556,48 @@ def test_truncated_safetensors_is_a_clear_error(tmp_path):
     open(path, "wb").write(data[: len(data) // 2])
     with pytest.raises(ValueError, match="model.safetensors.*incomplete"):
         build_transformer_model(checkpoint_path=folder)
+
+
+def _write_safetensors(path, header, data=b""):
+    import struct
+
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+@pytest.mark.parametrize(
+    "header, data, message",
+    [
+        ({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 12]}}, b"\0" * 16,
+         "tensor 'w' of shape \\(2, 2\\) \\(F32\\) has data_offsets \\[0, 12\\]"),
+        ({"w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8, "dtype C64"),
+        ({"w": {"dtype": "F32", "shape": [4]}}, b"\0" * 16, "header entry 'w' is malformed"),
+        ({"w": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}}, b"\0" * 16,
+         "is truncated: tensor 'w' ends at byte"),
+    ],
+)
+def test_bad_safetensors_headers_are_clear_errors(tmp_path, header, data, message):
+    _write_safetensors(tmp_path / "model.safetensors", header, data)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match=message):
+        HFReader(str(tmp_path))
+
+
+def test_safetensors_reads_are_views_and_survive_release():
+    """Reads are views of the memory map (no copy); releasing a tensor's pages after the
+    loader copied it does not change what a later read returns."""
+    from safetensors.numpy import load_file
+
+    reader = HFReader(os.path.join(FOLDERS, "bert"))
+    expected = load_file(os.path.join(FOLDERS, "bert", "model.safetensors"))
+    name = "encoder.layer.0.intermediate.dense.weight"
+    first = reader.read(name)
+    assert not first.flags.writeable and not first.flags.owndata
+    np.testing.assert_array_equal(first, expected["bert." + name])
+    reader.release(name)
+    np.testing.assert_array_equal(reader.read(name), expected["bert." + name])
+    assert reader.concurrent_reads
 
 
 def test_compound_tokens_apply_to_hf_folders():
