@@ -27,6 +27,7 @@ __all__ = [
     "select_vocabulary",
     "closest_names",
     "transpose",
+    "materialize",
 ]
 
 
@@ -150,6 +151,12 @@ class CheckpointReader:
                 k: tuple(int(d) for d in v)
                 for k, v in self._reader.get_variable_to_shape_map().items()
             }
+
+    @property
+    def fresh_reads(self):
+        """Whether ``read`` returns a new array each time (a file), not one the caller holds
+        (a dict): the loader may then adopt it as a variable's buffer without copying."""
+        return self._dict is None
 
     def names(self):
         """Sorted variable names held by the checkpoint."""
@@ -306,18 +313,63 @@ def select_vocabulary(array, keep_tokens=None, compound_tokens=None, axis=0):
     return np.moveaxis(x, 0, axis).astype(out_dtype)
 
 
-def transpose(array, tile=64):
+def transpose(array, tile=128, out=None):
     """A contiguous transposed copy of a 2-D array, copied in cache-sized tiles (about 3x
-    faster than ``np.ascontiguousarray(array.T)`` for BERT-sized kernels); other arrays get
-    their reversed-axes transpose."""
+    faster than ``np.ascontiguousarray(array.T)`` for BERT-sized kernels) into ``out`` when
+    given (casting to its dtype in the same pass); other arrays get their reversed-axes
+    transpose."""
     array = np.asarray(array)
     if array.ndim != 2 or array.size < 1 << 16:
-        return np.ascontiguousarray(array.T)
+        if out is None:
+            return np.ascontiguousarray(array.T)
+        out[...] = array.T
+        return out
     rows, cols = array.shape
-    out = np.empty((cols, rows), dtype=array.dtype)
+    if out is None:
+        out = np.empty((cols, rows), dtype=array.dtype)
     for i in range(0, rows, tile):
         for j in range(0, cols, tile):
             out[j : j + tile, i : i + tile] = array[i : i + tile, j : j + tile].T
+    return out
+
+
+# the byte alignment TensorFlow requires of a buffer it adopts without copying
+ALIGNMENT = 64
+
+
+def aligned_empty(shape, dtype):
+    """An uninitialised C-contiguous array whose data starts on an :data:`ALIGNMENT` boundary."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    buffer = np.empty(count * dtype.itemsize + ALIGNMENT, dtype=np.uint8)
+    offset = (-buffer.ctypes.data) % ALIGNMENT
+    return buffer[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def is_adoptable(array, dtype):
+    """Whether ``array`` can become a variable's buffer as it is: writeable, C-contiguous,
+    aligned, of ``dtype``."""
+    return (
+        isinstance(array, np.ndarray)
+        and array.dtype == np.dtype(dtype)
+        and array.flags.c_contiguous
+        and array.flags.writeable
+        and array.ctypes.data % ALIGNMENT == 0
+    )
+
+
+def materialize(array, transposed=False, dtype=np.float32, fresh=False):
+    """A stored tensor as a variable's value in one pass: a new aligned, C-contiguous array of
+    ``dtype`` (transposed when asked, cast in the same copy). A ``fresh`` array (one nobody
+    else holds) that already fits is returned as it is, without a copy."""
+    array = np.asarray(array)
+    if fresh and not transposed and is_adoptable(array, dtype):
+        return array
+    shape = array.shape[::-1] if transposed else array.shape
+    out = aligned_empty(shape, dtype)
+    if transposed:
+        return transpose(array, out=out)
+    out[...] = array
     return out
 
 

@@ -10,6 +10,7 @@ through the same loading plan as TF1 ones; the head model's base prefix (``bert.
 """
 
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -96,44 +97,91 @@ def _weight_files(folder):
     )
 
 
+# safetensors dtype codes -> NumPy (BF16 is stored as uint16 and widened to float32 on read)
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
 class _SafetensorsFile:
-    """One memory-mapped safetensors file: shapes from its header, tensors on demand."""
+    """One safetensors file, memory mapped. The header is parsed, and every tensor's dtype and
+    extent checked against the file size, on opening; ``read`` returns a read-only view of the
+    mapping (no copy: the loader copies once, into the variable's buffer)."""
 
     def __init__(self, path):
-        try:
-            from safetensors import safe_open
-        except ImportError:  # pragma: no cover - install_requires has it
-            raise ImportError("Reading %r needs the 'safetensors' package (pip install safetensors)." % path)
         self.path = path
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            header_size = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if header_size < 0 or 8 + header_size > size:
+                raise ValueError(
+                    "Cannot read safetensors file %r (%d bytes): its header is cut off; the "
+                    "download may be incomplete." % (path, size)
+                )
+            try:
+                header = json.loads(f.read(header_size))
+            except ValueError as e:
+                raise ValueError(
+                    "Cannot read safetensors file %r: its header is not valid JSON (%s); the "
+                    "download may be incomplete." % (path, e)
+                ) from None
+        if not isinstance(header, dict):
+            raise ValueError("Safetensors file %r: the header is not a JSON object." % path)
+        header.pop("__metadata__", None)
+        self._data_start = 8 + header_size
+        self._entries, self.shapes = {}, {}
+        for name, info in header.items():
+            self._entries[name] = self._check_entry(name, info, size)
+            self.shapes[name] = self._entries[name][1]
+        self._map = np.memmap(path, dtype=np.uint8, mode="r") if size > self._data_start else None
+
+    def _check_entry(self, name, info, size):
         try:
-            self._file = safe_open(path, framework="np")
-            self.shapes = {k: tuple(self._file.get_slice(k).get_shape()) for k in self._file.keys()}
-        except Exception as e:  # safetensors raises its own error types
+            code, shape, (start, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
             raise ValueError(
-                "Cannot read safetensors file %r (%s: %s); the download may be incomplete."
-                % (path, type(e).__name__, e)
+                "Safetensors file %r: header entry %r is malformed (expected dtype, shape and "
+                "data_offsets): %r." % (self.path, name, info)
             ) from None
+        if code not in _SAFETENSORS_DTYPES:
+            raise ValueError(
+                "Safetensors file %r: tensor %r has dtype %s, which cannot be loaded (expected "
+                "one of %s)." % (self.path, name, code, ", ".join(_SAFETENSORS_DTYPES))
+            )
+        dtype = np.dtype(_SAFETENSORS_DTYPES[code])
+        if end - start != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or start < 0:
+            raise ValueError(
+                "Safetensors file %r: tensor %r of shape %s (%s) has data_offsets %s, which do "
+                "not match its size." % (self.path, name, shape, code, [start, end])
+            )
+        if self._data_start + end > size:
+            raise ValueError(
+                "Safetensors file %r is truncated: tensor %r ends at byte %d but the file has %d "
+                "bytes; the download may be incomplete." % (self.path, name, self._data_start + end, size)
+            )
+        return code, shape, self._data_start + start, self._data_start + end
+
+    def release(self, name):
+        """Drop the pages of tensor ``name`` from this process's resident memory once it has
+        been copied (they stay in the page cache; a later read faults them back in)."""
+        handle = getattr(self._map, "_mmap", None)
+        if handle is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        _, _, start, end = self._entries[name]
+        low = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        high = end // mmap.PAGESIZE * mmap.PAGESIZE
+        if high > low:
+            handle.madvise(mmap.MADV_DONTNEED, low, high - low)
 
     def read(self, name):
-        try:
-            array = self._file.get_tensor(name)
-        except TypeError as e:  # bfloat16, which NumPy lacks unless ml_dtypes is loaded
-            return _read_raw_safetensor(self.path, name, e)
-        return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
-
-
-def _read_raw_safetensor(path, name, error):
-    """Read a bfloat16 tensor as float32 from the file's header offsets (NumPy has no bf16)."""
-    with open(path, "rb") as f:
-        header_size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(header_size))
-    info = header[name]
-    if info["dtype"] != "BF16":
-        raise ValueError("Cannot read %r from %r: %s" % (name, path, error)) from None
-    start, end = info["data_offsets"]
-    raw = np.memmap(path, dtype=np.uint16, mode="r", offset=8 + header_size + start,
-                    shape=((end - start) // 2,))
-    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
+        code, shape, start, end = self._entries[name]
+        raw = self._map[start:end] if end > start else np.zeros(0, np.uint8)
+        if code == "BF16":  # NumPy has no bfloat16: widen (the high half of a float32)
+            return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
+        return raw.view(_SAFETENSORS_DTYPES[code]).reshape(shape)
 
 
 class _TorchFile:
@@ -176,6 +224,12 @@ class HFReader:
     # every tensor's extent was checked against the file size on opening (safetensors header,
     # torch.load), so reads cannot fail half way: the loader may read lazily
     validated = True
+
+    @property
+    def concurrent_reads(self):
+        """Whether ``read`` may be called from several threads at once (memory-mapped
+        safetensors: views of the mapping; torch's unpickled state is left to one thread)."""
+        return self.kind == "safetensors"
 
     @property
     def ignorable(self):
@@ -238,6 +292,14 @@ class HFReader:
     def view_factor(self, spec):
         """The factor of a ``scale=sqrt:<config key>`` view: sqrt of that config value."""
         return np.float32(np.sqrt(self.config[spec]))
+
+    def release(self, name):
+        """Tell the reader that ``name`` has been copied: a memory-mapped file drops its pages
+        from resident memory (no effect for torch files)."""
+        base = split_view(name)[0]
+        handle, stored = self._owner[base]
+        if hasattr(handle, "release"):
+            handle.release(stored)
 
     def _read(self, name):
         if name not in self._owner:

@@ -38,6 +38,12 @@ HEADS = {
     "electra": [({}, ["sequence"]), (dict(with_discriminator="linear"), ["discriminator"])],
     "electra_generator": [({}, ["sequence"]), (dict(with_mlm="linear"), ["mlm"])],
     "roformer": [({}, ["sequence"]), (dict(with_mlm="linear"), ["mlm"])],
+    # made with transformers 4.46 (5.x dropped Nezha): tests/fixtures/make_hf_nezha.py
+    "nezha": [
+        ({}, ["sequence"]),
+        (dict(with_pool=True), ["pooled"]),
+        (dict(with_pool=True, with_nsp=True, with_mlm="linear"), ["nsp", "mlm"]),
+    ],
 }
 PARAMS = [(case, i) for case, variants in HEADS.items() for i in range(len(variants))]
 
@@ -104,6 +110,77 @@ def test_sharded_safetensors_folder():
     assert reader.kind == "safetensors" and len({id(h) for h, _ in reader._owner.values()}) == 2
     model = build_transformer_model(checkpoint_path=folder, with_pool=True, with_nsp=True, with_mlm="linear")
     check_outputs(model, "bert", ["nsp", "mlm"])
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed: pytorch_model-*.bin shards need it")
+def test_sharded_pytorch_bin_folder():
+    """pytorch_model-0000x-of-0000y.bin shards with their index (transformers 4 save_pretrained)."""
+    folder = os.path.join(FOLDERS, "bert_sharded_bin")
+    reader = HFReader(folder)
+    assert reader.kind == "torch" and len({id(h) for h, _ in reader._owner.values()}) == 2
+    model = build_transformer_model(checkpoint_path=folder, with_pool=True, with_nsp=True, with_mlm="linear")
+    check_outputs(model, "bert", ["nsp", "mlm"])
+
+
+def test_sharded_pytorch_bin_without_torch_names_the_shard(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match="pytorch_model-00001-of-00002.bin.*needs torch"):
+        build_transformer_model(checkpoint_path=os.path.join(FOLDERS, "bert_sharded_bin"))
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "torch"])
+def test_a_shard_index_naming_a_missing_file_is_a_clear_error(tmp_path, kind):
+    source = "bert_sharded" if kind == "safetensors" else "bert_sharded_bin"
+    folder = tmp_path / source
+    shutil.copytree(os.path.join(FOLDERS, source), folder)
+    shard = sorted(p for p in os.listdir(folder) if "-00002-of-" in p)[0]
+    os.remove(folder / shard)
+    with pytest.raises(FileNotFoundError, match="missing from the folder: %s" % shard):
+        HFReader(str(folder))
+
+
+def test_nezha_relative_positions_follow_transformers_convention():
+    """transformers' NEZHA table, indexed [query i, key j], is row clip(j - i, -64, 64) + 64 of a
+    sinusoid over the row number (sin on even, cos on odd columns): our relative embedding
+    gives the same array for the same lengths, so its convention is theirs, checked by value."""
+    from bert4keras_ng.layers import RelativePositionEmbedding
+
+    data = np.load(os.path.join(FOLDERS, "nezha.npz"))
+    table = data["relative_table"]  # (length, length, head size)
+    layer = RelativePositionEmbedding(input_dim=2 * 64 + 1, output_dim=table.shape[-1],
+                                      embeddings_initializer="sinusoidal")
+    x = np.zeros((1, table.shape[0], 4), np.float32)
+    ours = keras.ops.convert_to_numpy(layer([x, x]))
+    np.testing.assert_allclose(ours, table, atol=1e-6)
+    # the distance sign matters: the table is not symmetric in i, j
+    assert np.abs(table - table.transpose(1, 0, 2)).max() > 0.1
+
+
+def test_nezha_export_is_what_transformers_4_loaded(tmp_path):
+    """Our export of the NEZHA folder is, tensor for tensor, the folder that make_hf_nezha.py
+    loaded with transformers 4.46's NezhaForPreTraining.from_pretrained, whose outputs (stored
+    as export/*) equal those of the original model."""
+    from safetensors.numpy import load_file
+
+    builder = build_transformer_model(
+        checkpoint_path=os.path.join(FOLDERS, "nezha"), with_pool=True, with_nsp=True,
+        with_mlm="linear", return_keras_model=False,
+    )
+    out = builder.save_weights_as_huggingface(tmp_path / "out")
+    reference = os.path.join(FOLDERS, "nezha_export")
+    ours, theirs = load_file(os.path.join(out, "model.safetensors")), load_file(os.path.join(reference, "model.safetensors"))
+    assert sorted(ours) == sorted(theirs)
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+    with open(os.path.join(out, "config.json")) as a, open(os.path.join(reference, "config.json")) as b:
+        assert json.load(a) == json.load(b)
+    data = np.load(os.path.join(FOLDERS, "nezha.npz"))
+    ids = data["input/token_ids"]
+    for key in ("sequence", "pooled", "mlm", "nsp"):  # logits on both sides
+        theirs, original = data["export/" + key], data["output/" + key]
+        if original.shape[:2] == ids.shape:
+            theirs, original = theirs[ids > 0], original[ids > 0]
+        assert np.abs(theirs - original).max() <= TOL * max(1.0, np.abs(original).max()), key
 
 
 def test_reader_strips_the_base_prefix_and_reads_float32():
@@ -508,6 +585,9 @@ def test_tiled_transpose_equals_numpy():
         out = transpose(a)
         assert out.flags["C_CONTIGUOUS"]
         np.testing.assert_array_equal(out, a.T)
+        into = np.empty(a.T.shape, np.float64)  # into a given array, cast on the way
+        assert transpose(a, out=into) is into
+        np.testing.assert_array_equal(into, a.T.astype(np.float64))
 
 
 def test_tokenizer_from_a_t5_folder_with_spiece_model(tmp_path):
@@ -530,7 +610,7 @@ def test_tokenizer_from_a_t5_folder_with_spiece_model(tmp_path):
 
 
 def test_bfloat16_safetensors_read_as_float32(tmp_path):
-    """NumPy has no bfloat16: such tensors are read from the file's offsets and widened."""
+    """NumPy has no bfloat16: such tensors are read from the memory map and widened."""
     import struct
 
     a = np.array([[1.5, -2.25, 3.0], [0.1, 7.0, -0.5]], dtype=np.float32)
@@ -544,11 +624,6 @@ def test_bfloat16_safetensors_read_as_float32(tmp_path):
     assert value.dtype == np.float32
     np.testing.assert_array_equal(value, expected)
     assert np.abs(value - a).max() < 0.01
-    from bert4keras_ng.huggingface import _read_raw_safetensor  # the path without ml_dtypes
-
-    raw = _read_raw_safetensor(str(tmp_path / "model.safetensors"), "w", None)
-    assert raw.dtype == np.float32
-    np.testing.assert_array_equal(raw, expected)
 
 
 def test_truncated_safetensors_is_a_clear_error(tmp_path):
@@ -558,6 +633,48 @@ def test_truncated_safetensors_is_a_clear_error(tmp_path):
     open(path, "wb").write(data[: len(data) // 2])
     with pytest.raises(ValueError, match="model.safetensors.*incomplete"):
         build_transformer_model(checkpoint_path=folder)
+
+
+def _write_safetensors(path, header, data=b""):
+    import struct
+
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+@pytest.mark.parametrize(
+    "header, data, message",
+    [
+        ({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 12]}}, b"\0" * 16,
+         "tensor 'w' of shape \\(2, 2\\) \\(F32\\) has data_offsets \\[0, 12\\]"),
+        ({"w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8, "dtype C64"),
+        ({"w": {"dtype": "F32", "shape": [4]}}, b"\0" * 16, "header entry 'w' is malformed"),
+        ({"w": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}}, b"\0" * 16,
+         "is truncated: tensor 'w' ends at byte"),
+    ],
+)
+def test_bad_safetensors_headers_are_clear_errors(tmp_path, header, data, message):
+    _write_safetensors(tmp_path / "model.safetensors", header, data)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match=message):
+        HFReader(str(tmp_path))
+
+
+def test_safetensors_reads_are_views_and_survive_release():
+    """Reads are views of the memory map (no copy); releasing a tensor's pages after the
+    loader copied it does not change what a later read returns."""
+    from safetensors.numpy import load_file
+
+    reader = HFReader(os.path.join(FOLDERS, "bert"))
+    expected = load_file(os.path.join(FOLDERS, "bert", "model.safetensors"))
+    name = "encoder.layer.0.intermediate.dense.weight"
+    first = reader.read(name)
+    assert not first.flags.writeable and not first.flags.owndata
+    np.testing.assert_array_equal(first, expected["bert." + name])
+    reader.release(name)
+    np.testing.assert_array_equal(reader.read(name), expected["bert." + name])
+    assert reader.concurrent_reads
 
 
 def test_compound_tokens_apply_to_hf_folders():

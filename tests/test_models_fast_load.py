@@ -136,6 +136,145 @@ def test_already_built_layers_passed_in_are_loaded_too():
     )
 
 
+# ---- one copy per tensor: adopted buffers, prefetching, materialize ---------------------------
+
+HF_BERT = os.path.join(os.path.dirname(FIXTURES), "hf_folders", "bert")
+TF_ONLY = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="buffer adoption is TensorFlow-only"
+)
+
+
+@pytest.fixture
+def adopt_everything(monkeypatch):
+    """Adopt every array, however small (the fixtures' tensors are below the size limit)."""
+    from bert4keras_ng.models import transformer
+
+    monkeypatch.setattr(transformer, "_ADOPT_MIN_BYTES", 0)
+
+
+def _tensors_share_memory(model, arrays):
+    pointers = {a.__array_interface__["data"][0] for a in arrays.values()}
+    return any(keras.ops.convert_to_numpy(w).__array_interface__["data"][0] in pointers for w in model.weights)
+
+
+@TF_ONLY
+@pytest.mark.parametrize("one_call", [True, False])
+def test_adopted_values_never_alias_the_callers_arrays(adopt_everything, one_call):
+    """A dict checkpoint is the caller's: its arrays are copied, so changing them later (or
+    training the model) cannot reach the other side."""
+    arrays = checkpoints.load_variables(ckpt("bert"))
+    name = "bert/embeddings/word_embeddings"
+    expected = arrays[name].copy()
+    if one_call:
+        model = build_transformer_model(config("bert"), arrays)
+    else:
+        builder = build_transformer_model(config("bert"), return_keras_model=False)
+        builder.load_weights_from_checkpoint(arrays)
+        model = builder.model
+    arrays[name][...] = 0
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.get_layer("Embedding-Token").embeddings), expected
+    )
+
+
+@TF_ONLY
+@pytest.mark.parametrize("source", ["tf1", "hf"])
+def test_adopted_buffers_load_bit_exact_and_train_like_copied_ones(adopt_everything, monkeypatch, source):
+    """Variables created on (or assigned) an adopted buffer hold the same values as copied
+    ones and take optimizer updates alike; TF1 reads are adopted without any copy."""
+    from bert4keras_ng.models import transformer
+
+    def build(adopt):
+        monkeypatch.setattr(transformer, "_ADOPT_MIN_BYTES", 0 if adopt else 1 << 62)
+        quiet = dict(with_mlm=True, dropout_rate=0.0, attention_dropout_rate=0.0)
+        if source == "tf1":
+            return build_transformer_model(config("bert"), ckpt("bert"), **quiet)
+        return build_transformer_model(checkpoint_path=HF_BERT, **quiet)
+
+    adopted, copied = build(True), build(False)
+    a, b = model_arrays(adopted), model_arrays(copied)
+    for path in a:
+        np.testing.assert_array_equal(a[path], b[path], err_msg=path)
+    ids = np.array([[2, 5, 7, 9, 0, 0], [3, 4, 1, 8, 6, 2]], dtype="int32")
+    x, y = [ids, np.zeros_like(ids)], np.eye(adopted.output.shape[-1])[ids]
+    for model in (adopted, copied):
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+        model.train_on_batch(x, y)
+    a2, b2 = model_arrays(adopted), model_arrays(copied)
+    for path in a2:
+        np.testing.assert_allclose(a2[path], b2[path], rtol=0, atol=1e-6, err_msg=path)
+    moved = [p for p in a2 if "Embedding-Token" in p or "FeedForward" in p]
+    assert moved and all(np.abs(a2[p] - a[p]).max() > 0 for p in moved)
+
+
+def test_materialize_copies_once_aligned_cast_and_transposed():
+    rng = np.random.default_rng(1)
+    stored = rng.standard_normal((300, 517)).astype(np.float64)
+    for transposed in (False, True):
+        out = checkpoints.materialize(stored, transposed, np.float32)
+        want = (stored.T if transposed else stored).astype(np.float32)
+        assert out.dtype == np.float32 and out.flags.c_contiguous and out.flags.writeable
+        assert out.ctypes.data % checkpoints.ALIGNMENT == 0
+        assert not np.shares_memory(out, stored)
+        np.testing.assert_array_equal(out, want)
+    fresh = checkpoints.aligned_empty((8, 9), np.float32)
+    assert checkpoints.materialize(fresh, fresh=True) is fresh  # nobody else holds it
+    assert checkpoints.materialize(fresh) is not fresh  # the caller's: copied
+    view = np.ones((64, 64), np.float32)[:, :32]  # not contiguous: copied even when fresh
+    assert checkpoints.materialize(view, fresh=True).flags.c_contiguous
+
+
+class _FailingReader:
+    """Delegates to a Hugging Face folder reader but fails reading one tensor, on a worker."""
+
+    format, validated, concurrent_reads = "huggingface", True, True
+
+    def __init__(self, folder, bad):
+        from bert4keras_ng.huggingface import HFReader
+
+        self.inner, self.bad = HFReader(folder), bad
+        self.config, self.ignorable = self.inner.config, self.inner.ignorable
+
+    def names(self):
+        return self.inner.names()
+
+    def __contains__(self, name):
+        return name in self.inner
+
+    def shape(self, name):
+        return self.inner.shape(name)
+
+    def describe(self):
+        return self.inner.describe()
+
+    def read(self, name):
+        if name == self.bad:
+            raise OSError("disk error reading %s" % name)
+        return self.inner.read(name)
+
+
+@pytest.mark.parametrize("one_call", [True, False])
+def test_a_read_error_on_a_worker_thread_reaches_the_caller(one_call):
+    reader = _FailingReader(HF_BERT, "encoder.layer.1.output.dense.weight")
+    with pytest.raises(OSError, match="disk error reading encoder.layer.1.output.dense.weight"):
+        if one_call:
+            build_transformer_model(checkpoint_path=reader, model="bert", config_path=None,
+                                    **_hf_kwargs())
+        else:
+            builder = build_transformer_model(model="bert", return_keras_model=False, **_hf_kwargs())
+            builder.load_weights_from_checkpoint(reader)
+    assert not in_stateless_scope()
+    model = build_transformer_model(checkpoint_path=HF_BERT)  # Keras is still usable
+    assert model.count_params() > 0
+
+
+def _hf_kwargs():
+    from bert4keras_ng.huggingface import read_hf_config
+    from bert4keras_ng.models.huggingface import from_hf_config
+
+    return from_hf_config(read_hf_config(HF_BERT), HF_BERT)[0]
+
+
 # ---- symbolic output specs (no tracing) agree with call() -----------------------------------
 
 

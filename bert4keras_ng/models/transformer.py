@@ -6,6 +6,8 @@ differences* listed at the top of :class:`Transformer`; the blocks themselves ar
 recipes of ``blocks.py``.
 """
 
+import contextlib
+import os
 import re
 import warnings
 
@@ -668,8 +670,9 @@ class Transformer:
         """
         reader = checkpoints.open_checkpoint(checkpoint)
         plan = self._checkpoint_plan(reader, mapping)
-        for weight, value in plan:
-            weight.assign(value())
+        with _Prefetcher([value for _, value in plan], ahead=4):  # a few tensors in flight
+            for weight, value in plan:
+                weight.assign(value())  # the variable takes the array's buffer (TensorFlow)
         return len(plan)
 
     def _checkpoint_plan(self, reader, mapping=None):
@@ -740,21 +743,30 @@ class Transformer:
             model = self.build(**build_options)
             self.load_weights_from_checkpoint(reader, mapping)
             return model
-        late = []
-        with keras.StatelessScope():  # variables created here get their values on exit
-            self.build(**build_options)
-            for weight, value in self._checkpoint_plan(reader, mapping):
-                # read everything before any variable is initialised: a truncated data file
-                # fails here, and the scope's exit then gives every variable its initializer.
-                # Readers whose files were size-checked on opening (safetensors) read lazily.
+        late, errors = [], []
+        with contextlib.ExitStack() as stack:
+            with keras.StatelessScope():  # variables created here get their values on exit
+                self.build(**build_options)
+                plan = self._checkpoint_plan(reader, mapping)
+                # the whole plan is checked: from here on values are read, on worker threads;
+                # each array becomes its variable's buffer (TensorFlow), so all may be in flight
+                thunks = [value for _, value in plan]
+                stack.enter_context(_Prefetcher(thunks, ahead=None if _adopts() else 4))
                 if not getattr(reader, "validated", False):
-                    value = _ArrayThunk(value(), weight.dtype)
-                if getattr(weight, "_value", True) is None and hasattr(weight, "_initializer"):
-                    weight._initializer = _CheckpointInitializer(value, weight._initializer)
-                late.append((weight, value))
-        for weight, value in late:  # created before (user layers=) or not deferred after all
-            if not value.used:
-                weight.assign(value())
+                    # read everything before any variable is initialised: a truncated data file
+                    # fails here, and the scope's exit then gives every variable its
+                    # initializer. Readers whose files were size-checked on opening
+                    # (safetensors) read lazily.
+                    plan = [(weight, _ArrayThunk(value.array(), weight.dtype)) for weight, value in plan]
+                for weight, value in plan:
+                    if getattr(weight, "_value", True) is None and hasattr(weight, "_initializer"):
+                        weight._initializer = _CheckpointInitializer(value, weight._initializer, errors)
+                    late.append((weight, value))
+            if errors:
+                raise errors[0]
+            for weight, value in late:  # created before (user layers=) or not deferred after all
+                if not value.used:
+                    weight.assign(value())
         return self.model
     def table_for(self, reader):
         """The checkpoint table matching ``reader``'s format (TF1 or Hugging Face)."""
@@ -887,44 +899,147 @@ class Transformer:
 
 
 class _ReadThunk:
-    """Reads one checkpoint tensor when called (transposed, in the variable's dtype)."""
+    """Reads one checkpoint tensor when called: one copy from the reader's buffer (a memory
+    map for safetensors) into a new aligned array, transposed and cast in the same pass. A
+    :class:`_Prefetcher` may have computed the array on a worker thread already."""
 
     def __init__(self, reader, name, transposed, dtype):
         self.reader, self.name, self.transposed, self.dtype = reader, name, transposed, dtype
         self.used = False
+        self.prefetcher = None
+
+    def compute(self):
+        fresh = getattr(self.reader, "fresh_reads", False)  # read() hands out a new array
+        array = checkpoints.materialize(
+            self.reader.read(self.name), self.transposed, _numpy_dtype(self.dtype), fresh=fresh
+        )
+        release = getattr(self.reader, "release", None)  # the stored copy is no longer needed
+        if release is not None:
+            release(self.name)
+        return array
+
+    def array(self):
+        self.used = True
+        if self.prefetcher is not None:
+            return self.prefetcher.take(self)
+        return self.compute()
 
     def __call__(self):
-        self.used = True
-        array = self.reader.read(self.name)
-        if self.transposed:
-            array = checkpoints.transpose(array)
-        return np.ascontiguousarray(array, dtype=keras.backend.standardize_dtype(self.dtype))
+        return _adopt(self.array())
+
+
+class _Prefetcher:
+    """Computes the arrays of a plan's read thunks on worker threads (NumPy releases the GIL
+    while it copies and transposes) when their reader allows reads from several threads
+    (``concurrent_reads``: memory-mapped safetensors), in plan order, at most ``ahead`` thunks past the last
+    one taken (None: all at once, when every array becomes a variable's own buffer). A thunk
+    taken before its turn is computed at once. Use as a context manager: leaving it cancels
+    what was not taken and waits for the workers."""
+
+    def __init__(self, thunks, ahead=None, workers=None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.thunks = [
+            t for t in thunks
+            if isinstance(t, _ReadThunk) and getattr(t.reader, "concurrent_reads", False)
+        ]
+        self.position = {id(t): n for n, t in enumerate(self.thunks)}
+        self.futures = {}
+        self.ahead = len(self.thunks) if ahead is None else ahead
+        self.submitted = 0
+        self.pool = ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) if self.thunks else None
+        for thunk in self.thunks:
+            thunk.prefetcher = self
+
+    def __enter__(self):
+        self._fill(0)
+        return self
+
+    def __exit__(self, *exc):
+        for future in self.futures.values():
+            future.cancel()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        for thunk in self.thunks:
+            thunk.prefetcher = None
+        self.futures = {}
+
+    def _fill(self, taken):
+        while self.submitted < min(len(self.thunks), taken + self.ahead):
+            thunk = self.thunks[self.submitted]
+            if id(thunk) not in self.futures:
+                self.futures[id(thunk)] = self.pool.submit(thunk.compute)
+            self.submitted += 1
+
+    def take(self, thunk):
+        future = self.futures.pop(id(thunk), None)
+        self._fill(self.position.get(id(thunk), -1) + 1)
+        return thunk.compute() if future is None else future.result()
 
 
 class _ArrayThunk:
     """An array already read (and transformed), handed over once, then released."""
 
     def __init__(self, array, dtype):
-        self.array, self.dtype = array, dtype
+        self._array, self.dtype = array, dtype
         self.used = False
 
-    def __call__(self):
+    def array(self):
         self.used = True
-        array, self.array = self.array, None
-        return np.ascontiguousarray(array, dtype=keras.backend.standardize_dtype(self.dtype))
+        array, self._array = self._array, None
+        return checkpoints.materialize(array, False, _numpy_dtype(self.dtype), fresh=True)
+
+    def __call__(self):
+        return _adopt(self.array())
+
+
+def _numpy_dtype(dtype):
+    return np.dtype(keras.backend.standardize_dtype(dtype))
+
+
+# below this many bytes a tensor is converted the ordinary way (the copy costs nothing)
+_ADOPT_MIN_BYTES = 1 << 16
+
+
+def _adopts():
+    """Whether :func:`_adopt` hands arrays to variables without copying (TensorFlow)."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def _adopt(array):
+    """``array`` as the value a variable is created from or assigned. On TensorFlow, a large
+    aligned array becomes a tensor sharing its buffer (DLPack), which the variable then takes
+    over without the copy ``tf.constant`` would make; elsewhere the array itself."""
+    if (
+        array.nbytes < _ADOPT_MIN_BYTES
+        or not _adopts()
+        or not checkpoints.is_adoptable(array, array.dtype)
+        or not hasattr(array, "__dlpack__")
+    ):
+        return array
+    import tensorflow as tf
+
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
 
 
 class _CheckpointInitializer:
     """Stands in for a deferred variable's initializer: returns its checkpoint value once (the
-    value is then released); any later request goes to the declared initializer."""
+    value is then released); any later request goes to the declared initializer. A value that
+    fails to read (an I/O error after the plan was checked) is recorded in ``errors`` and the
+    declared initializer used instead, so that Keras finishes initialising every variable of
+    the scope; the caller raises the error afterwards."""
 
-    def __init__(self, value, declared):
-        self.value, self.declared = value, declared
+    def __init__(self, value, declared, errors):
+        self.value, self.declared, self.errors = value, declared, errors
 
     def __call__(self, shape, dtype=None):
-        if self.value.used:
+        if self.value.used or self.errors:
             return self.declared(shape, dtype=dtype)
-        return self.value()
+        try:
+            return self.value()
+        except Exception as error:  # re-raised by build_from_checkpoint once Keras is done
+            self.errors.append(error)
+            return self.declared(shape, dtype=dtype)
 
 
 def _can_defer_initialization():
