@@ -267,6 +267,8 @@ def test_cached_step_logits_equal_the_full_path_with_mixed_prompt_lengths(model,
         for t in range(continuation.shape[1] + 1):
             worst = max(worst, float(np.abs(got[t][row] - want[len(prompt) - 1 + t]).max()))
     assert worst <= 1e-5, f"cached vs full logits differ by {worst:.3g}"
+    held = sum(keras.ops.convert_to_numpy(c).nbytes for kv in state["caches"] for c in kv)
+    assert cached.cache_bytes(len(batch), length) == held + len(batch) * length
 
 
 @pytest.mark.slow  # ~30 s: the compiled decode loop
