@@ -5,7 +5,8 @@ Two parts, one job each:
 - :class:`CachedModel` runs a built bert4keras_ng model (``application='lm'`` / ``'unilm'`` on
   any encoder family, the GPT family, a T5 decoder) *incrementally*: it walks the model's own
   Keras graph and, at the few layers that mix positions (self-attention, the LM / UniLM masks,
-  position embeddings), calls their cached form (``MultiHeadAttention.call_cached``) with the
+  position embeddings), calls their cached form (``MultiHeadAttention.call_cached``,
+  ``GatedAttentionUnit.call_cached``) with the
   positions of the new tokens. Every other layer is position-wise and is called as is. There
   is no second copy of the model: the same layers and weights, fed one new position per step.
   Its interface is the only thing the decode loop sees:
@@ -33,7 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from bert4keras_ng.layers.attention import MultiHeadAttention
+from bert4keras_ng.layers.attention import GatedAttentionUnit, MultiHeadAttention
 from bert4keras_ng.layers.embeddings import (
     PositionEmbedding,
     RelativePositionEmbedding,
@@ -146,6 +147,12 @@ class CachedModel:
                     raise ValueError(f"CachedModel: {op.name!r} returns attention scores "
                                      "(residual_attention_scores); not supported when cached.")
                 last_mixing = i
+            elif isinstance(op, GatedAttentionUnit):
+                if not op.self_attention:
+                    raise ValueError(f"CachedModel: {op.name!r} is a cross-attention GAU; only "
+                                     "self-attention can be cached.")
+                self.self_attention.append(node)
+                last_mixing = i
             elif isinstance(op, AttentionMask):
                 if self.mask_kind not in (None, op.kind):
                     raise ValueError("CachedModel: the model mixes LM and UniLM masks.")
@@ -200,7 +207,11 @@ class CachedModel:
         for node in self.self_attention:
             layer = node.operation
             itemsize = np.dtype(keras.backend.standardize_dtype(layer.compute_dtype)).itemsize
-            total += batch_size * length * layer.heads * (layer.dk + layer.dv) * itemsize
+            if isinstance(layer, GatedAttentionUnit):
+                width = layer.key_size + layer.units
+            else:
+                width = layer.heads * (layer.dk + layer.dv)
+            total += batch_size * length * width * itemsize
         return total + batch_size * length  # the boolean key mask
 
     # ---- the interface of the decode loop ------------------------------------------------
@@ -275,8 +286,10 @@ class CachedModel:
             args, kwargs = node.arguments.fill_in(env)
             if id(node) in cache_of:
                 j = cache_of[id(node)]
-                x = args[0]  # [q, k, v, (bias), (position)] with q = k = v
-                out, caches[j] = op.call_cached([x[0]] + list(x[3:]), caches[j], index, key_mask,
+                x = args[0]  # MHA: [q, k, v, (bias), (position)] with q = k = v; GAU: [x, ...]
+                x = [x[0]] + list(x[3:]) if isinstance(op, MultiHeadAttention) else (
+                    list(x) if isinstance(x, (list, tuple)) else [x])
+                out, caches[j] = op.call_cached(x, caches[j], index, key_mask,
                                                 a_bias=kwargs.get("a_bias"),
                                                 p_bias=kwargs.get("p_bias"),
                                                 position_options=kwargs.get("position_options"),

@@ -10,7 +10,7 @@ import pytest
 
 from bert4keras_ng import checkpoints
 from bert4keras_ng.layers import MultiHeadAttention, SynthesizerAttention
-from bert4keras_ng.models import build_transformer_model
+from bert4keras_ng.models import CheckpointMismatchError, build_transformer_model
 from bert4keras_ng.models.attention_types import attention_types, closest_factors
 from tests import helpers as H
 
@@ -68,14 +68,25 @@ def test_checkpoint_loads_shared_projections_and_accounts_for_every_variable(tmp
     names = {name for _, _, name, _, _ in synth.checkpoint_entries()}
     assert "bert/encoder/layer_1/attention/self/query/kernel" not in names
     assert "bert/encoder/layer_0/attention/self/query/kernel" in names
+    # the weights left to their initializers are exactly the synthetic ones
+    loaded = {id(w) for _, w, _, _, _ in synth.checkpoint_entries()}
+    fresh = sorted(w.path for w in synth.model.trainable_weights if id(w) not in loaded)
+    prefix = "Transformer-1-MultiHeadSelfAttention/"
+    assert fresh == [prefix + "dense_hidden/bias", prefix + "dense_hidden/kernel",
+                     prefix + "dense_logits_0/bias", prefix + "dense_logits_0/kernel"]
+    # the accounting is not switched off: a variable nobody uses is still reported
+    extra = dict(stored, **{"bert/encoder/layer_1/attention/self/extra": np.zeros(3, "float32")})
+    with pytest.raises(CheckpointMismatchError, match="attention/self/extra"):
+        build_transformer_model(os.path.join(FIXTURES, "bert", "bert_config.json"), extra,
+                                attention_type={1: "dense"})
     # block 0 (dot-product) computes what the plain model computes
     sub = lambda b: keras.Model(b.model.inputs, b.layers["Transformer-0-FeedForward-Norm"].output)  # noqa: E731
     np.testing.assert_allclose(_run(sub(synth)), _run(sub(plain)), atol=1e-6)
     assert np.abs(_run(synth.model) - _run(plain.model))[IDS != 0].max() > 1e-3
     # what is saved loads back into the same configuration, bit for bit
-    prefix = str(tmp_path / "bert_model.ckpt")
-    synth.save_weights_as_checkpoint(prefix)
-    again = build_transformer_model(os.path.join(FIXTURES, "bert", "bert_config.json"), prefix,
+    saved = str(tmp_path / "bert_model.ckpt")
+    synth.save_weights_as_checkpoint(saved)
+    again = build_transformer_model(os.path.join(FIXTURES, "bert", "bert_config.json"), saved,
                                     attention_type={1: "dense"}, return_keras_model=False)
     again.layers["Transformer-1-MultiHeadSelfAttention"].set_weights(layer.get_weights())
     np.testing.assert_array_equal(_run(again.model), _run(synth.model))

@@ -237,15 +237,18 @@ def _logits_model(model):
     return keras.Model(model.inputs, model.layers[-1].input)
 
 
-@pytest.mark.parametrize("model", ["roformer", "roformer_v2"])
-@pytest.mark.parametrize("options", CACHED_OPTIONS)
+GAU = dict(num_attention_heads=1, attention_key_size=8, hidden_act="swish")
+
+
+@pytest.mark.parametrize("model", ["roformer", "roformer_v2", "gau_alpha"])
+@pytest.mark.parametrize("options", CACHED_OPTIONS + [{}])
 def test_cached_step_logits_equal_the_full_path_with_mixed_prompt_lengths(model, options):
     """Prompts of 3, 9, 5 and 1 tokens left-padded in one batch, then 4 teacher-forced steps:
     every cached logit row equals the uncached model's on that row's unpadded prefix."""
     from bert4keras_ng.generation import CachedModel, left_pad
     from tests.test_generation import prompts, tiny_model
 
-    m = tiny_model(model, "lm", **options)
+    m = tiny_model(model, "lm", **options, **(GAU if model == "gau_alpha" else {}))
     cached = CachedModel(m)
     full = _logits_model(m)
     batch = [p[0] for p in prompts()]
@@ -264,15 +267,19 @@ def test_cached_step_logits_equal_the_full_path_with_mixed_prompt_lengths(model,
         for t in range(continuation.shape[1] + 1):
             worst = max(worst, float(np.abs(got[t][row] - want[len(prompt) - 1 + t]).max()))
     assert worst <= 1e-5, f"cached vs full logits differ by {worst:.3g}"
+    held = sum(keras.ops.convert_to_numpy(c).nbytes for kv in state["caches"] for c in kv)
+    assert cached.cache_bytes(len(batch), length) == held + len(batch) * length
 
 
 @pytest.mark.slow  # ~30 s: the compiled decode loop
-@pytest.mark.parametrize("options", CACHED_OPTIONS[:2])
-def test_cached_greedy_generation_equals_the_uncached_decoder(options):
+@pytest.mark.parametrize("model,options", [("roformer", CACHED_OPTIONS[0]),
+                                           ("roformer", CACHED_OPTIONS[1]),
+                                           ("gau_alpha", CACHED_OPTIONS[1])])
+def test_cached_greedy_generation_equals_the_uncached_decoder(model, options):
     from bert4keras_ng.generation import Generator
     from tests.test_generation import END, Uncached, prompts, tiny_model
 
-    m = tiny_model("roformer", "lm", **options)
+    m = tiny_model(model, "lm", **options, **(GAU if model == "gau_alpha" else {}))
     batch = prompts()
     ref = Uncached(m, 0, start_id=None, end_id=END, maxlen=6, minlen=2)
     greedy = Generator(m, end_id=END, maxlen=6, minlen=2).greedy(batch)

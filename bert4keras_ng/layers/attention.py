@@ -117,16 +117,18 @@ def _cached_log_n(q, options, positions):
         raise ValueError("log-n scaling in a cached call needs positions= (the true positions "
                          "of the new tokens).")
     scale = log_n_scale_at(positions, options["logn"], options.get("logn_clip", True))
-    return q * ops.cast(scale[:, :, None, None], q.dtype)
+    while len(scale.shape) < len(q.shape):
+        scale = ops.expand_dims(scale, -1)
+    return q * ops.cast(scale, q.dtype)
 
 
-def _cached_rerope(qw, k_cache, index, options):
-    """(Leaky) ReRoPE logits (b, h, n, L) of queries at slots index + i over pre-RoPE keys."""
+def _cached_rerope(qw, k_cache, index, options, spec="bqhd,bkhd->bhqk"):
+    """(Leaky) ReRoPE logits (b, [h,] n, L) of queries at slots index + i over pre-RoPE keys."""
     options = dict(options or {})
     if options.get("window") is None:
         raise ValueError("p_bias='rerope' needs position_options={'window': w, ...}.")
     return rerope_cached_logits(qw, k_cache, index, options["window"], options.get("leaky"),
-                                options.get("base", 10000))
+                                options.get("base", 10000), spec=spec)
 
 
 def _split_heads(x, heads, size):
@@ -499,6 +501,49 @@ class GatedAttentionUnit(_AttentionBase):
             key_mask, bias, a_bias, ops.shape(q)[1], ops.shape(k)[1], head_axis=False)
         probs = self._weights(logits, keep, additive, training)
         return self.o_dense(u * ops.einsum("bmn,bnd->bmd", probs, v))
+
+    def init_cache(self, batch_size, length, dtype=None):
+        """Zero cache [k (b, L, key_size), v (b, L, units)] of a self-attention GAU."""
+        dtype = dtype or self.compute_dtype
+        return [ops.zeros((batch_size, length, self.key_size), dtype),
+                ops.zeros((batch_size, length, self.units), dtype)]
+
+    def call_cached(self, inputs, cache, index, key_mask, a_bias=None, p_bias=None,
+                    position_options=None, positions=None):
+        """Self-attention of n new positions through a key/value cache, as
+        :meth:`MultiHeadAttention.call_cached` (inputs [x, (a_bias), (position)]; keys cached
+        before RoPE under p_bias='rerope'). Returns (o (b, n, d), new cache)."""
+        self._check_call_args(a_bias, p_bias, GAU_POSITION_BIASES)
+        if not self.self_attention:
+            raise ValueError(f"{self.name}: only a self-attention GAU can be cached.")
+        inputs = as_list(inputs)
+        check_input_count(self, inputs, 1 + (a_bias is True) + (p_bias is not None),
+                          "[x" + (", a_bias" if a_bias is True else "")
+                          + (f", position ({p_bias})" if p_bias else "") + "] (cached call)")
+        bias = inputs[1] if a_bias is True else None
+        position = inputs[-1] if p_bias is not None else None
+        e, s = self.units, self.key_size
+        z = self.i_dense(inputs[0])
+        u, v, qk = z[..., :e], z[..., e:2 * e], z[..., 2 * e:]
+        q, k = self.q_scaleoffset(qk), self.k_scaleoffset(qk)
+        q = _cached_log_n(q, position_options, positions)
+        if p_bias == "rotary":
+            q, k = apply_rotary_position_embeddings(position, q, k)
+        k_cache = ops.slice_update(cache[0], (0, index, 0), ops.cast(k, cache[0].dtype))
+        v_cache = ops.slice_update(cache[1], (0, index, 0), ops.cast(v, cache[1].dtype))
+        keys = ops.cast(k_cache, q.dtype)
+        if p_bias == "rerope":
+            logits = _cached_rerope(q, keys, index, position_options, "bqd,bkd->bqk")
+        else:
+            logits = ops.einsum("bmd,bnd->bmn", q, keys)
+        if self.attention_scale:
+            logits = logits / math.sqrt(s)
+        keep, additive = combine_attention_bias(
+            key_mask, bias, a_bias, ops.shape(q)[1], ops.shape(keys)[1], head_axis=False,
+            q_offset=index)
+        probs = self._weights(logits, keep, additive, None)
+        o = u * ops.einsum("bmn,bnd->bmd", probs, ops.cast(v_cache, u.dtype))
+        return self.o_dense(o), [k_cache, v_cache]
 
     def compute_mask(self, inputs, mask=None):
         return mask[0] if isinstance(mask, (list, tuple)) else mask
