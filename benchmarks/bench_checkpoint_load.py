@@ -149,6 +149,8 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config_path, prefix, size = write_checkpoint(tmp, args.layers)
+        print("machine: %d CPU(s) visible, load average %.1f at the start (other jobs may share "
+              "it: times are indicative, read the ratios)" % (os.cpu_count() or 0, os.getloadavg()[0]))
         print("checkpoint: %d layers, %.0f MB of float32; %d run(s) per mode, medians"
               % (args.layers, size, args.repeat))
         runs = {m: [] for m in ("read", "two-step", "one-call")}

@@ -146,7 +146,8 @@ def main():
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--repeat", type=int, default=3, help="runs per mode; medians are reported")
     args = parser.parse_args()
-    print("machine: %s (possibly shared with other jobs: times are indicative)" % machine())
+    print("machine: %s, load average %.1f at the start (possibly shared with other jobs: times "
+          "are indicative, read the ratios)" % (machine(), os.getloadavg()[0]))
     with tempfile.TemporaryDirectory() as tmp:
         size = write_folder(tmp, args.layers)
         print("folder: %d layers, %.0f MB of float32 safetensors; %d run(s) per mode, medians"
@@ -167,6 +168,7 @@ def main():
     ]
     for label, seconds, peak in rows:
         print("%-50s %7.2f %7.2f %9.0f %9.2f" % (label, seconds, seconds / t, peak, peak / mb))
+    print("load average at the end: %.1f" % os.getloadavg()[0])
     two_extra = two["peak_mb"] - two["built_mb"]
     print("transient memory: read %.0f MB above imports; two-step load %.0f MB above the built "
           "model (x%.2f of the read's); one call %.0f MB above imports (x%.2f)" % (

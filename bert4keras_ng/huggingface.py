@@ -1,9 +1,10 @@
 """Reading and writing Hugging Face model folders (``config.json`` + weights + vocabulary).
 
 A folder is recognised once, here, by a ``config.json`` holding a ``model_type``. Weights come
-from ``model.safetensors`` (the ``safetensors`` NumPy API: memory mapped, no torch), from a
-sharded ``*.safetensors.index.json``, or from ``pytorch_model.bin`` (sharded or not) through
-torch when it is installed. :class:`HFReader` offers the same ``names`` / ``shape`` / ``read``
+from ``model.safetensors`` (its header parsed and checked here, the tensors read as views of a
+memory map: no torch, no copy until the loader's one copy into each variable), from a sharded
+``*.safetensors.index.json``, or from ``pytorch_model.bin`` (sharded or not) through torch when
+it is installed. Writing uses the ``safetensors`` package. :class:`HFReader` offers the same ``names`` / ``shape`` / ``read``
 interface as :class:`bert4keras_ng.checkpoints.CheckpointReader`, so Hugging Face weights go
 through the same loading plan as TF1 ones; the head model's base prefix (``bert.``,
 ``albert.``, ...) is removed from the names so that one table serves bare and head models.

@@ -933,7 +933,7 @@ class _Prefetcher:
     while it copies and transposes) when their reader allows reads from several threads
     (``concurrent_reads``: memory-mapped safetensors), in plan order, at most ``ahead`` thunks past the last
     one taken (None: all at once, when every array becomes a variable's own buffer). A thunk
-    taken before its turn is computed at once. Use as a context manager: leaving it cancels
+    taken before a worker started on it is computed by the taking thread. Use as a context manager: leaving it cancels
     what was not taken and waits for the workers."""
 
     def __init__(self, thunks, ahead=None, workers=None):
@@ -974,7 +974,9 @@ class _Prefetcher:
     def take(self, thunk):
         future = self.futures.pop(id(thunk), None)
         self._fill(self.position.get(id(thunk), -1) + 1)
-        return thunk.compute() if future is None else future.result()
+        if future is None or future.cancel():  # not started yet: this thread does it
+            return thunk.compute()
+        return future.result()
 
 
 class _ArrayThunk:
