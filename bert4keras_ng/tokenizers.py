@@ -35,6 +35,7 @@ import gc
 import io
 import re
 import unicodedata
+import warnings
 from itertools import chain as _chain
 from itertools import compress as _compress
 from itertools import islice as _islice
@@ -588,8 +589,12 @@ class Tokenizer(TokenizerBase):
         missing = [
             t for t in (token_start, token_end) if t is not None and t not in self._token_dict
         ]
+        self._missing_specials = None
         if missing:
-            raise ValueError(
+            # bert4keras encodes a missing start/end token as the unknown-token id (scripts
+            # such as its Chinese-chess example set ``_token_unk_id = 0`` and cut them off):
+            # say so now, fail at encode time if there is no unknown id either
+            self._missing_specials = (
                 "the vocabulary%s has no %s token, which every encoding %s with; add %s to "
                 "the vocabulary or pass %s (None leaves that side bare)"
                 % (" " + source if source else "", " and no ".join(missing),
@@ -599,6 +604,9 @@ class Tokenizer(TokenizerBase):
                    " and ".join(a for a, t in (("token_start=", token_start),
                                                ("token_end=", token_end)) if t in missing))
             )
+            warnings.warn(self._missing_specials + "; until then encodings carry the "
+                          "unknown-token id in place of %s, as in bert4keras"
+                          % " and ".join(missing), stacklevel=2)
         for name in ("pad", "unk", "mask", "start", "end"):
             token = getattr(self, "_token_%s" % name)
             if token is not None and token in self._token_dict:
@@ -797,6 +805,9 @@ class Tokenizer(TokenizerBase):
         return tokens
 
     def _specials_ids(self):
+        if self._missing_specials and self._unk_id is None:
+            raise ValueError(self._missing_specials + ", or give the tokenizer an unknown-token "
+                             "id to stand in (tokenizer._token_unk_id = ...)")
         start = None if self._token_start is None else self.token_to_id(self._token_start)
         end = None if self._token_end is None else self.token_to_id(self._token_end)
         return start, end

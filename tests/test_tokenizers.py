@@ -422,13 +422,22 @@ def test_non_utf8_vocab_names_file_and_line(tmp_path):
     assert load_vocab(str(path), encoding="gbk")["中国"] == 3
 
 
-def test_vocab_without_start_or_end_token_fails_at_construction(tmp_path):
+def test_vocab_without_start_or_end_token_warns_then_encodes_the_unknown_id(tmp_path):
+    """bert4keras encodes a missing [CLS]/[SEP] as the unknown-token id (its Chinese-chess
+    example relies on it); here that is said at construction, and with no unknown id either
+    encoding fails with the same explanation."""
     path = tmp_path / "nospecials.txt"
     path.write_text("[PAD]\n[UNK]\na\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"nospecials\.txt has no \[CLS\] and no \[SEP\]"):
-        Tokenizer(str(path))
-    with pytest.raises(ValueError, match=r"no \[SEP\] token.*token_end="):
-        Tokenizer({"[CLS]": 0, "[UNK]": 1}, token_end="[SEP]")
+    with pytest.warns(UserWarning, match=r"nospecials\.txt has no \[CLS\] and no \[SEP\]"):
+        tok = Tokenizer(str(path))
+    assert tok.encode("a a")[0] == [1, 2, 2, 1]  # [UNK] a a [UNK]
+    with pytest.warns(UserWarning, match=r"no \[SEP\] token.*token_end="):
+        tok = Tokenizer({"[CLS]": 0, "a": 1}, token_end="[SEP]")
+    with pytest.raises(ValueError, match=r"no \[SEP\] token.*_token_unk_id"):
+        tok.encode("a")
+    tok._token_unk_id = 0  # as bert4keras scripts set it
+    assert tok.encode("a")[0] == [0, 1, 0]
+    assert [list(row) for row in tok.encode_batch(["a a"])[0]] == [[0, 1, 1, 0]]
     assert Tokenizer(str(path), token_start=None, token_end=None).encode("a")[0] == [2]
 
 
