@@ -14,7 +14,7 @@ The one documented way to train any model in mixed precision::
         loss="sparse_categorical_crossentropy",            # losses are computed in float32
         metrics=["accuracy"],
         # jit_compile: XLA by default; off under multi-replica tf.distribute and for
-        # bfloat16 on a CPU-only TensorFlow (XLA's CPU dots upcast bfloat16 to float32)
+        # float32 / bfloat16 on a CPU-only TensorFlow (oneDNN's kernels measured faster there)
     )
     model.fit(dataset, callbacks=[training.NaNGuard()])
 
@@ -124,7 +124,8 @@ def compile_model(
     """``model.compile`` with mixed-precision-safe defaults (see the module docstring).
 
     ``jit_compile=None`` (default) picks :func:`default_jit_compile`: XLA, except under a
-    multi-replica ``tf.distribute`` strategy and for bfloat16 models on a CPU-only TensorFlow.
+    multi-replica ``tf.distribute`` strategy and for float32 / bfloat16 models on a CPU-only
+    TensorFlow.
     Pass ``True``/``False`` to force.  Extra keyword arguments go to ``model.compile``.
     Returns the model.
     """
@@ -146,33 +147,27 @@ def compile_model(
     return model
 
 
-def _computes_in_bfloat16(model):
-    if getattr(model, "compute_dtype", None) == "bfloat16":
-        return True
-    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else []
-    return any(getattr(layer, "compute_dtype", None) == "bfloat16" for layer in layers)
-
-
 def default_jit_compile(model, optimizer=None):
     """What ``compile_model(jit_compile=None)`` uses: the faster choice for backend and device.
 
     * JAX: ``True`` (Keras's JAX trainer always compiles; ``False`` would run op by op).
     * TensorFlow with several ``tf.distribute`` replicas: ``False`` (XLA cannot reach variables
       mirrored on other devices; Keras's ``"auto"`` does the same).
-    * TensorFlow without a GPU/TPU, model computing in bfloat16: ``False``.  XLA's CPU compiler
-      rewrites every bfloat16 dot into a float32 one (converts around an f32 GEMM), while
-      TensorFlow's oneDNN kernels run it on the CPU's bf16 units (AVX512_BF16 / AMX): a
-      BERT-base GEMM measured 3-20x slower under XLA on such a CPU (README, Benchmarks); on
-      CPUs without bf16 units the two were level.  float16 keeps XLA (not measured faster
-      without it).
-    * otherwise ``True`` (also on CPU in float32, where Keras's ``"auto"`` would not).
+    * TensorFlow without a GPU/TPU, model computing in bfloat16 or float32: ``False``.  XLA's
+      CPU compiler rewrites every bfloat16 dot into a float32 one (converts around an f32 GEMM),
+      while TensorFlow's oneDNN kernels run it on the CPU's bf16 units (AVX512_BF16 / AMX): a
+      BERT-base training step was 2.3x slower under XLA on such a CPU.  In float32 the oneDNN
+      graph was also the faster one, by 1.23x on that Xeon and 1.14x on an AVX2 CPU, once the
+      Adam update runs as one fused kernel (README, Benchmarks).  float16 keeps XLA (not
+      measured faster without it).
+    * otherwise ``True``.
     """
     if keras.backend.backend() != "tensorflow":
         return True
     strategy = getattr(optimizer, "_distribution_strategy", None)
     if getattr(strategy, "num_replicas_in_sync", 1) > 1:
         return False
-    if _computes_in_bfloat16(model):
+    if not uses_float16(model):
         import tensorflow as tf
 
         if not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")):
