@@ -137,6 +137,7 @@ def write_data(data, texts):
     write_coco(os.path.join(data, "coco"), texts)
     write_clue_data(os.path.join(data, "clue"))
     write_cluener(os.path.join(data, "clue", "cluener"))
+    write_chid_dev(os.path.join(data, "clue", "chid"))
     _write(os.path.join(data, "clue/iflytek/dev.json"),  # as iflytek2 below
            jsonl({"sentence": texts[0], "label": str(k)} for k in range(119)))
     # CLUE cmrc2018 also saves on exact-span accuracy above 0: one-character contexts leave a
@@ -189,6 +190,24 @@ def write_cluener(folder, repeat=CLUENER_REPEAT, dev_rows=20):
             lines[part] = [line for line in f if line.strip()]
     _write(os.path.join(folder, "train.json"), "".join(lines["train"] * repeat))
     _write(os.path.join(folder, "dev.json"), "".join(lines["dev"][:dev_rows]))
+
+
+def write_chid_dev(folder):
+    """CHID validation: one passage ten times, its blank's answer a different candidate each
+    time, so any prediction of a random model is right exactly once and the script's
+    ``val_acc > best_val_acc`` saves the weights it loads afterwards (as iflytek's sets)."""
+    with open(os.path.join(SAMPLE_DIR, "chid", "dev.json"), encoding="utf-8") as f:
+        record = json.loads(f.readline())
+    text = record["content"][0]
+    key = re.findall(r"#idiom\d{6}#", text)[0]
+    rows, answers = [], {}
+    for k in range(len(record["candidates"])):
+        new_key = "#idiom%06d#" % (900000 + k)
+        rows.append(json.dumps(dict(record, content=[text.replace(key, new_key)]),
+                               ensure_ascii=False) + "\n")
+        answers[new_key] = k
+    _write(os.path.join(folder, "dev.json"), "".join(rows))
+    _write(os.path.join(folder, "dev_answer.json"), json.dumps(answers))
 
 
 def write_coco(folder, texts):
