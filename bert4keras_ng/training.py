@@ -157,8 +157,8 @@ def default_jit_compile(model, optimizer=None):
       CPU compiler rewrites every bfloat16 dot into a float32 one (converts around an f32 GEMM),
       while TensorFlow's oneDNN kernels run it on the CPU's bf16 units (AVX512_BF16 / AMX): a
       BERT-base training step was 2.3x slower under XLA on such a CPU.  In float32 the oneDNN
-      graph was also the faster one, by 1.23x on that Xeon and 1.14x on an AVX2 CPU, once the
-      Adam update runs as one fused kernel (README, Benchmarks).  float16 keeps XLA (not
+      graph was as fast or faster: 1.23x under load and level at low load on that Xeon, 1.14x
+      on an AVX2 CPU, with the Adam update as one fused kernel (README, Benchmarks).  float16 keeps XLA (not
       measured faster without it).
     * otherwise ``True``.
     """
