@@ -57,6 +57,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         reason = next((why for prefix, why in TF_ONLY.items() if item.nodeid.startswith(prefix)),
                       None)
+        if reason is None and item.get_closest_marker("tf_only") is not None:
+            reason = "marked tf_only in the test file"
         if reason is None:
             continue
         item.add_marker(pytest.mark.tf_only)
