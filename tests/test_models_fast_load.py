@@ -335,3 +335,63 @@ def test_gau_and_feedforward_output_specs_match_call(dtype):
         assert tuple(s.shape) == tuple(e.shape) and s.dtype == keras.backend.standardize_dtype(e.dtype)
     with pytest.raises(ValueError, match="expects inputs"):
         GatedAttentionUnit(units=6, key_size=4)([keras.Input((5, 8))] * 2)
+
+
+# ---- reading overlaps building: the speculative reads cover the whole plan -------------------
+
+HF_FOLDERS = os.path.join(os.path.dirname(FIXTURES), "hf_folders")
+
+
+@pytest.mark.parametrize(
+    "source, kwargs",
+    [
+        ("bert", dict(with_pool=True, with_nsp=True, with_mlm=True)),
+        ("albert", dict(with_mlm=True)),
+        ("roformer", {}),
+        ("electra", dict(with_discriminator=True)),
+        ("gpt2", {}),
+        ("t5", {}),
+        ("mt5", {}),
+        ("tf1:bert", dict(with_pool=True, with_nsp=True, with_mlm=True)),
+        ("tf1:nezha", dict(with_mlm=True)),
+        ("tf1:gau_alpha", {}),
+    ],
+)
+def test_every_tensor_of_a_one_call_load_is_read_before_the_plan_asks(source, kwargs, monkeypatch):
+    """The one-call load starts reading (and transposing) from the family's table before the
+    layers exist; the plan, once checked, must find every tensor it needs among those reads
+    (a family whose table the speculation misreads would load correctly but serially)."""
+    from bert4keras_ng.models import transformer
+
+    seen = {}
+    original = transformer.Transformer._checkpoint_plan
+
+    def plan(self, reader, mapping=None, reads=None):
+        made = {id(t) for ts in (reads or {}).values() for t in ts}
+        result = original(self, reader, mapping, reads)
+        seen["made"], seen["plan"] = made, [v for _, v in result]
+        return result
+
+    monkeypatch.setattr(transformer.Transformer, "_checkpoint_plan", plan)
+    if source.startswith("tf1:"):  # a TF1 checkpoint of the test families
+        family = source[4:]
+        model = build_transformer_model(config(family), ckpt(family), model=family, **kwargs)
+    else:
+        model = build_transformer_model(checkpoint_path=os.path.join(HF_FOLDERS, source), **kwargs)
+    reads = [v for v in seen["plan"] if isinstance(v, transformer._ReadThunk)]
+    assert reads, "the plan read nothing from the folder"
+    late = [v.name for v in reads if id(v) not in seen["made"]]
+    assert not late, "read only after the plan was checked: %s" % late
+    assert model.count_params() > 0
+
+
+def test_speculative_reads_are_matched_by_name_transpose_and_dtype():
+    """A thunk made for another dtype is not taken for a variable of this one."""
+    from bert4keras_ng.models import transformer
+
+    reader = checkpoints.open_checkpoint(os.path.join(HF_FOLDERS, "bert"))
+    name = "encoder.layer.0.attention.self.query.weight"
+    a = transformer._ReadThunk(reader, name, True, "float32")
+    assert a.key == transformer._ReadThunk(reader, name, True, "float32").key
+    assert a.key != transformer._ReadThunk(reader, name, False, "float32").key
+    assert a.key != transformer._ReadThunk(reader, name, True, "bfloat16").key

@@ -675,12 +675,35 @@ class Transformer:
                 weight.assign(value())  # the variable takes the array's buffer (TensorFlow)
         return len(plan)
 
-    def _checkpoint_plan(self, reader, mapping=None):
+    def _speculative_reads(self, reader, mapping=None):
+        """{(name, transposed, dtype): [read thunk]} for every table entry ``reader`` holds, made
+        before the model exists (from the table and ``num_hidden_layers`` alone), so that reading
+        and transposing can run on worker threads while the layers are built. Nothing checked
+        yet: :meth:`_checkpoint_plan` takes the thunks it needs; the rest are dropped unread
+        or read for nothing (a layer the options left out)."""
+        if mapping is not None:
+            return {}
+        select = self.keep_tokens is not None or bool(self.compound_tokens)
+        dtype = keras.config.dtype_policy().variable_dtype  # the layers' default variable dtype
+        reads = {}
+        for key, weights in self.table_for(reader).items():
+            for i in range(self.num_hidden_layers) if "{i}" in key else [None]:
+                for spec in weights.values():
+                    name, transposed, vocabulary = mappings.parse(_fill(spec, i, self.scope))
+                    if name in reader and (vocabulary is None or not select):
+                        thunk = _ReadThunk(reader, name, transposed, dtype)
+                        reads.setdefault(thunk.key, []).append(thunk)
+        return reads
+
+    def _checkpoint_plan(self, reader, mapping=None, reads=None):
         """[(Keras variable, value thunk)] for every mapped weight, after checking them all.
 
         Raises CheckpointMismatchError (or warns with ignore_invalid_weights) before anything
         is read except the vocabulary tables that keep_tokens / compound_tokens transform.
+        ``reads`` ({key: [read thunk]}, from :meth:`_speculative_reads`) supplies thunks made
+        earlier, each used once.
         """
+        reads = {} if reads is None else reads
         plan, missing, mismatched, used = [], [], [], set()
         select = self.keep_tokens is not None or bool(self.compound_tokens)
         entries = self.checkpoint_entries(mapping, table=self.table_for(reader))
@@ -702,6 +725,8 @@ class Transformer:
                 got = tuple(reader.shape(name))
                 got = got[::-1] if transposed else got
                 value = _ReadThunk(reader, name, transposed, weight.dtype)
+                earlier = reads.get(value.key)
+                value = earlier.pop() if earlier else value
             if got != want:
                 mismatched.append((layer_name, name, got, want))
                 continue
@@ -744,14 +769,20 @@ class Transformer:
             self.load_weights_from_checkpoint(reader, mapping)
             return model
         late, errors = [], []
+        ahead = None if _adopts() else 4  # TensorFlow: each array becomes its variable's buffer
         with contextlib.ExitStack() as stack:
+            # tensors are read and transposed on worker threads while the layers are built;
+            # no variable holds a value before the whole plan below is checked
+            reads = self._speculative_reads(reader, mapping)
+            early = _Prefetcher([t for ts in reads.values() for t in ts], ahead=ahead)
+            stack.enter_context(early)
             with keras.StatelessScope():  # variables created here get their values on exit
                 self.build(**build_options)
-                plan = self._checkpoint_plan(reader, mapping)
-                # the whole plan is checked: from here on values are read, on worker threads;
-                # each array becomes its variable's buffer (TensorFlow), so all may be in flight
-                thunks = [value for _, value in plan]
-                stack.enter_context(_Prefetcher(thunks, ahead=None if _adopts() else 4))
+                plan = self._checkpoint_plan(reader, mapping, reads)
+                early.keep([value for _, value in plan])  # the rest are never needed
+                # thunks the speculation missed (another dtype, a custom mapping) start now
+                missed = [value for _, value in plan if getattr(value, "prefetcher", 0) is None]
+                stack.enter_context(_Prefetcher(missed, ahead=ahead))
                 if not getattr(reader, "validated", False):
                     # read everything before any variable is initialised: a truncated data file
                     # fails here, and the scope's exit then gives every variable its
@@ -908,6 +939,11 @@ class _ReadThunk:
         self.used = False
         self.prefetcher = None
 
+    @property
+    def key(self):
+        """What the thunk computes: the same key, the same array."""
+        return self.name, bool(self.transposed), _numpy_dtype(self.dtype).name
+
     def compute(self):
         fresh = getattr(self.reader, "fresh_reads", False)  # read() hands out a new array
         array = checkpoints.materialize(
@@ -964,10 +1000,21 @@ class _Prefetcher:
             thunk.prefetcher = None
         self.futures = {}
 
+    def keep(self, thunks):
+        """Cancel the work for every thunk not in ``thunks`` (one that runs already finishes,
+        and its array is dropped)."""
+        wanted = {id(t) for t in thunks}
+        for thunk in self.thunks:
+            if id(thunk) not in wanted:
+                future = self.futures.pop(id(thunk), None)
+                if future is not None:
+                    future.cancel()
+                thunk.prefetcher = None
+
     def _fill(self, taken):
         while self.submitted < min(len(self.thunks), taken + self.ahead):
             thunk = self.thunks[self.submitted]
-            if id(thunk) not in self.futures:
+            if id(thunk) not in self.futures and thunk.prefetcher is self:  # not dropped by keep
                 self.futures[id(thunk)] = self.pool.submit(thunk.compute)
             self.submitted += 1
 
