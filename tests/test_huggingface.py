@@ -232,6 +232,24 @@ def test_generative_folders_match_transformers(case):
     assert compare("encoder", encoder(ids), data["output/encoder"], ids) <= TOL
 
 
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed: pytorch_model.bin needs it")
+@pytest.mark.parametrize("case", ["gpt2", "t5", "t5.1.1", "mt5"])
+def test_generative_bin_folders_load_the_same_weights_as_safetensors(case):
+    """The legacy pytorch_model.bin form of each generative folder (GPT2's with the causal-mask
+    buffers older files carry) loads to exactly the weights of its safetensors twin."""
+    ours = build_case_weights(os.path.join(FOLDERS, case))
+    legacy = build_case_weights(os.path.join(FOLDERS, case + "_bin"))
+    assert sorted(ours) == sorted(legacy)
+    for path in ours:
+        np.testing.assert_array_equal(ours[path], legacy[path], err_msg=path)
+
+
+def build_case_weights(folder):
+    kwargs = {} if "gpt2" in folder else dict(with_lm="linear")
+    model = build_transformer_model(checkpoint_path=folder, **kwargs)
+    return {w.path: keras.ops.convert_to_numpy(w) for w in model.weights if "seed_generator" not in w.path}
+
+
 @pytest.mark.parametrize("case", ["gpt2", "t5", "t5.1.1", "mt5"])
 def test_generative_export_reproduces_save_pretrained(tmp_path, case):
     """GPT2's fused c_attn is put back together and the T5.1.1 / mT5 head's sqrt(d_model)
