@@ -39,3 +39,52 @@ def test_recipe_adafactor_with_accumulation_equals_averaged_steps():
         reference.apply([keras.ops.convert_to_tensor((grads[i] + grads[i + 1]) / 2)], [plain])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(accumulated),
                                keras.ops.convert_to_numpy(plain), rtol=1e-5, atol=1e-6)
+
+
+def _variables(seed):
+    rng = np.random.default_rng(seed)
+    shapes = [(4, 3), (3,), (2, 5)]
+    return [rng.normal(size=s).astype("float32") for s in shapes]
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_adamw_equals_keras_adamw(grad_accum):
+    """'adamw' is keras.optimizers.AdamW's update (decay on every variable, then Adam), also
+    with gradient accumulation."""
+    start = _variables(0)
+    rng = np.random.default_rng(1)
+    grads = [[rng.normal(size=v.shape).astype("float32") for v in start] for _ in range(4)]
+    results = []
+    for make in (lambda: make_optimizer("adamw", 0.01, grad_accum=grad_accum, weight_decay=0.1),
+                 lambda: keras.optimizers.AdamW(
+                     0.01, weight_decay=0.1,
+                     gradient_accumulation_steps=grad_accum if grad_accum > 1 else None)):
+        variables = [keras.Variable(v) for v in start]
+        opt = make()
+        for gs in grads:
+            opt.apply([keras.ops.convert_to_tensor(g) for g in gs], variables)
+        results.append([keras.ops.convert_to_numpy(v) for v in variables])
+    for ours, reference, initial in zip(*results, start):
+        assert not np.allclose(ours, initial)  # the steps moved the variables
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.tf_only
+def test_adamw_runs_the_fused_kernels():
+    """On TensorFlow every variable's update is one ResourceApplyAdam plus one
+    ResourceApplyGradientDescent (the decay), where keras.optimizers.AdamW has neither."""
+    import tensorflow as tf
+
+    def kernel_counts(opt):
+        variables = [keras.Variable(v) for v in _variables(2)]
+        opt.build(variables)
+        grads = [tf.constant(np.ones_like(v)) for v in _variables(2)]
+        graph = tf.function(lambda gs: opt.apply(gs, variables)).get_concrete_function(
+            grads).graph
+        kinds = [op.type for op in graph.get_operations()]
+        return len(variables), kinds.count("ResourceApplyAdam"), kinds.count(
+            "ResourceApplyGradientDescent")
+
+    n, adam, decay = kernel_counts(make_optimizer("adamw", 1e-3))
+    assert (adam, decay) == (n, n)
+    assert kernel_counts(keras.optimizers.AdamW(1e-3))[1:] == (0, 0)

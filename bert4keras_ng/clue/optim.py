@@ -2,7 +2,9 @@
 
 ``adafactor`` is the recipe's optimiser, :class:`bert4keras_ng.optimizers.AdaFactor` (bert4keras's
 AdaFactor) with ``beta1=0.9`` and ``min_dim_size_to_factor=10**6`` (never factored); ``adamw``
-and ``lion`` are Keras's, ``tiger`` is :class:`bert4keras_ng.optimizers.Tiger`.
+is Keras's AdamW through :func:`bert4keras_ng.optimizers.extend_with_weight_decay` (the same
+update, decay on every variable, but run as TensorFlow's fused Adam kernels), ``lion`` is
+Keras's, ``tiger`` is :class:`bert4keras_ng.optimizers.Tiger`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ def make_optimizer(name, learning_rate, grad_accum=1, weight_decay=0.01):
             learning_rate, beta1=0.9, min_dim_size_to_factor=10**6, **accum
         )
     if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **accum)
+        # keras.optimizers.AdamW's algorithm (decay of every variable, then Adam), but each
+        # variable's update is one fused kernel on TensorFlow instead of a dozen element-wise ops
+        adamw = optimizers.extend_with_weight_decay(keras.optimizers.AdamW)
+        return adamw(learning_rate, weight_decay_rate=weight_decay, **accum)
     if name == "lion":
         return keras.optimizers.Lion(learning_rate, weight_decay=weight_decay, **accum)
     if name == "tiger":
