@@ -665,12 +665,16 @@ class Transformer:
 
         Every name and shape is checked first (from the checkpoint's shape map, without reading
         values); nothing is assigned unless everything fits (missing or mismatched variables are
-        skipped with a warning when ``ignore_invalid_weights``). Tensors are then read and
-        assigned one at a time, so the extra memory is one tensor, not a checkpoint copy.
+        skipped with a warning when ``ignore_invalid_weights``). Tensors are then read (on
+        worker threads for memory-mapped safetensors) and assigned in plan order; on TensorFlow
+        each array becomes its variable's buffer and frees the old one, elsewhere a few tensors
+        are in flight at a time.
         """
         reader = checkpoints.open_checkpoint(checkpoint)
         plan = self._checkpoint_plan(reader, mapping)
-        with _Prefetcher([value for _, value in plan], ahead=4):  # a few tensors in flight
+        # TensorFlow: each array becomes its variable's buffer, replacing (and freeing) the old
+        # one, so all may be in flight at once; elsewhere a few
+        with _Prefetcher([value for _, value in plan], ahead=None if _adopts() else 4):
             for weight, value in plan:
                 weight.assign(value())  # the variable takes the array's buffer (TensorFlow)
         return len(plan)
