@@ -33,7 +33,15 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-CHILD = r"""
+STATUS = r"""
+def status(key):  # MB; VmHWM (peak) is reset by exec, unlike ru_maxrss
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+"""
+
+CHILD = STATUS + r"""
 import json, os, sys, time, warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.simplefilter("ignore")
@@ -43,11 +51,6 @@ from bert4keras_ng.models import build_transformer_model
 from bert4keras_ng.huggingface import read_hf_config
 from bert4keras_ng.models.huggingface import from_hf_config
 mode, folder = sys.argv[1:3]
-def status(key):  # MB; VmHWM (peak) is reset by exec, unlike ru_maxrss
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
 heads = dict(with_pool=True, with_nsp=True, with_mlm=True, return_keras_model=False)
 result = {"base_mb": status("VmRSS")}
 t0 = time.perf_counter()
@@ -100,12 +103,7 @@ PEER_LOAD = {
     "transformers": "model = transformers.BertForPreTraining.from_pretrained(folder); "
                     "values = sum(p.numel() for p in model.parameters())",
 }
-PEER_TAIL = r"""
-def status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
+PEER_TAIL = STATUS + r"""
 folder = sys.argv[2]
 result = {"base_mb": status("VmRSS")}
 t0 = time.perf_counter()

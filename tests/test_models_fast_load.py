@@ -358,9 +358,11 @@ HF_FOLDERS = os.path.join(os.path.dirname(FIXTURES), "hf_folders")
     ],
 )
 def test_every_tensor_of_a_one_call_load_is_read_before_the_plan_asks(source, kwargs, monkeypatch):
-    """The one-call load starts reading (and transposing) from the family's table before the
-    layers exist; the plan, once checked, must find every tensor it needs among those reads
-    (a family whose table the speculation misreads would load correctly but serially)."""
+    """The one-call load makes its reads from the family's table before the layers exist (and,
+    for memory-mapped safetensors, starts them on worker threads); the plan, once checked, must
+    find every tensor it needs among them: a family whose table the speculation misreads would
+    load correctly but read serially after the plan. (A TF1 reader holds the GIL, so its reads
+    still run after the plan; the TF1 cases check only that the table walk matches.)"""
     from bert4keras_ng.models import transformer
 
     seen = {}

@@ -646,19 +646,23 @@ class Transformer:
                     name, transposed, vocabulary = mappings.parse(spec)
                     entries.append((layer.name, weight, name, transposed, vocabulary))
             return entries
-        for key, weights in (self.table if table is None else table).items():
-            indices = range(self.num_hidden_layers) if "{i}" in key else [None]
-            for i in indices:
-                layer = self.layers.get(self.prefixed(_fill(key, i, self.scope)))
-                if layer is None:
-                    continue
-                own = _weights_by_name(layer)
-                for weight_name, spec in weights.items():
-                    if weight_name not in own:
-                        continue
-                    name, transposed, vocabulary = mappings.parse(_fill(spec, i, self.scope))
+        for layer_name, specs in self._table_rows(self.table if table is None else table):
+            layer = self.layers.get(self.prefixed(layer_name))
+            if layer is None:
+                continue
+            own = _weights_by_name(layer)
+            for weight_name, (name, transposed, vocabulary) in specs.items():
+                if weight_name in own:
                     entries.append((layer.name, own[weight_name], name, transposed, vocabulary))
         return entries
+
+    def _table_rows(self, table):
+        """(layer name, {weight name: (checkpoint name, transposed, vocabulary axis)}) for every
+        row of ``table``, block rows once per block, with {scope} and {i} filled in."""
+        for key, weights in table.items():
+            for i in range(self.num_hidden_layers) if "{i}" in key else [None]:
+                specs = {w: mappings.parse(_fill(spec, i, self.scope)) for w, spec in weights.items()}
+                yield _fill(key, i, self.scope), specs
 
     def load_weights_from_checkpoint(self, checkpoint, mapping=None):
         """Load every mapped weight from a TF1 checkpoint (prefix, directory or dict).
@@ -690,13 +694,11 @@ class Transformer:
         select = self.keep_tokens is not None or bool(self.compound_tokens)
         dtype = keras.config.dtype_policy().variable_dtype  # the layers' default variable dtype
         reads = {}
-        for key, weights in self.table_for(reader).items():
-            for i in range(self.num_hidden_layers) if "{i}" in key else [None]:
-                for spec in weights.values():
-                    name, transposed, vocabulary = mappings.parse(_fill(spec, i, self.scope))
-                    if name in reader and (vocabulary is None or not select):
-                        thunk = _ReadThunk(reader, name, transposed, dtype)
-                        reads.setdefault(thunk.key, []).append(thunk)
+        for _, specs in self._table_rows(self.table_for(reader)):
+            for name, transposed, vocabulary in specs.values():
+                if name in reader and (vocabulary is None or not select):
+                    thunk = _ReadThunk(reader, name, transposed, dtype)
+                    reads.setdefault(thunk.key, []).append(thunk)
         return reads
 
     def _checkpoint_plan(self, reader, mapping=None, reads=None):
@@ -784,8 +786,11 @@ class Transformer:
                 self.build(**build_options)
                 plan = self._checkpoint_plan(reader, mapping, reads)
                 early.keep([value for _, value in plan])  # the rest are never needed
-                # thunks the speculation missed (another dtype, a custom mapping) start now
-                missed = [value for _, value in plan if getattr(value, "prefetcher", 0) is None]
+                # reads the speculation missed (another dtype, a custom mapping) start now
+                missed = [
+                    value for _, value in plan
+                    if isinstance(value, _ReadThunk) and value.prefetcher is None
+                ]
                 stack.enter_context(_Prefetcher(missed, ahead=ahead))
                 if not getattr(reader, "validated", False):
                     # read everything before any variable is initialised: a truncated data file
@@ -871,17 +876,14 @@ class Transformer:
         bias, no LayerNorm scale/offset): a checkpoint variable holding exactly that constant
         (zeros for a bias or offset, ones for a scale) loses nothing when left unused."""
         constants = {}
-        for key, weights in self.table.items():
-            indices = range(self.num_hidden_layers) if "{i}" in key else [None]
-            for i in indices:
-                layer = self.layers.get(self.prefixed(_fill(key, i, self.scope)))
-                if not isinstance(layer, keras.layers.Layer):
-                    continue
-                own = _weights_by_name(layer)
-                for weight_name, spec in weights.items():
-                    if weight_name not in own:
-                        name = mappings.parse(_fill(spec, i, self.scope))[0]
-                        constants[name] = 1.0 if weight_name.endswith("gamma") else 0.0
+        for layer_name, specs in self._table_rows(self.table):
+            layer = self.layers.get(self.prefixed(layer_name))
+            if not isinstance(layer, keras.layers.Layer):
+                continue
+            own = _weights_by_name(layer)
+            for weight_name, (name, _, _) in specs.items():
+                if weight_name not in own:
+                    constants[name] = 1.0 if weight_name.endswith("gamma") else 0.0
         return constants
 
     def _unused_message(self, reader, unused):
