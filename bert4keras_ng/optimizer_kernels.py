@@ -1,4 +1,4 @@
-"""Fused optimizer updates: Keras's Adam step as one TensorFlow kernel per variable.
+"""Fused optimizer updates: Keras's Adam step, with or without weight decay, as one pass.
 
 Keras writes Adam's update with a dozen element-wise ops (subtract, multiply, square, sqrt,
 divide, three assignments).  Without XLA, TensorFlow runs each as its own pass over memory: for
@@ -11,14 +11,19 @@ gradient)::
     theta -= alpha * m / (sqrt(v) + epsilon)
 
 which is Keras's ``Adam.update_step`` (epsilon added to sqrt(v), not to the bias-corrected v).
-Decoupled weight decay ``theta <- theta - lr * rate * theta`` runs as one ``ResourceApplyGradientDescent``
-before it; since Adam's step does not depend on theta, the result equals bert4keras's
-``theta_new - lr * rate * theta_old`` up to rounding.
+With decoupled weight decay there is no such kernel: a separate decay pass
+(``ResourceApplyGradientDescent`` fed the variable's own value) costs a copy of the variable plus a
+read-modify-write, a third of the update's time.  So a decayed variable's update is one small
+XLA-compiled function instead, the same formula followed by bert4keras's
+``theta_new - lr * rate * theta_old``, which XLA fuses into a single pass over (variable, m, v,
+gradient) even when the training step itself is not compiled.
 """
 
 import keras
 
 __all__ = ["fusable_adam", "fused_adam_update"]
+
+_DECAYED_ADAM = []  # the compiled decayed update, made on first use (no import-time TF work)
 
 
 def _resource(variable):
@@ -44,9 +49,10 @@ def fusable_adam(optimizer, base_class):
 
 
 def fused_adam_update(optimizer, gradient, variable, learning_rate, decay_rate=None):
-    """Run Keras's Adam update of ``variable`` (and decoupled weight decay ``decay_rate``, a
-    scalar or None) as TensorFlow's fused kernels.  Returns False, doing nothing, when the
-    variables are distributed (several replicas): the caller then runs the unfused update."""
+    """Run Keras's Adam update of ``variable`` as one pass: ``ResourceApplyAdam``, or with
+    decoupled weight decay ``decay_rate`` (a scalar) the compiled :func:`_decayed_adam`.  Returns
+    False, doing nothing, when the variables are distributed (several replicas): the caller then
+    runs the unfused update."""
     import tensorflow as tf
 
     index = optimizer._get_variable_index(variable)
@@ -58,14 +64,33 @@ def fused_adam_update(optimizer, gradient, variable, learning_rate, decay_rate=N
     dtype = var.dtype
     lr = tf.cast(learning_rate, dtype)
     step = tf.cast(optimizer.iterations + 1, dtype)
+    gradient = tf.cast(tf.convert_to_tensor(gradient), dtype)
     if decay_rate is not None:
-        # read first: the kernel then sees the pre-update theta as its "gradient"
-        tf.raw_ops.ResourceApplyGradientDescent(
-            var=var.handle, alpha=lr * tf.cast(decay_rate, dtype), delta=var.read_value())
+        beta_1, beta_2 = (tf.cast(beta, dtype) for beta in (optimizer.beta_1, optimizer.beta_2))
+        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+        _decayed_adam()(var, m, v, gradient, alpha, beta_1, beta_2,
+                        tf.cast(optimizer.epsilon, dtype), lr * tf.cast(decay_rate, dtype))
+        return True
     tf.raw_ops.ResourceApplyAdam(
         var=var.handle, m=m.handle, v=v.handle,
         beta1_power=tf.pow(tf.cast(optimizer.beta_1, dtype), step),
         beta2_power=tf.pow(tf.cast(optimizer.beta_2, dtype), step),
         lr=lr, beta1=tf.cast(optimizer.beta_1, dtype), beta2=tf.cast(optimizer.beta_2, dtype),
-        epsilon=tf.cast(optimizer.epsilon, dtype), grad=tf.cast(tf.convert_to_tensor(gradient), dtype))
+        epsilon=tf.cast(optimizer.epsilon, dtype), grad=gradient)
     return True
+
+
+def _decayed_adam():
+    """The XLA-compiled Adam step with decoupled decay (one per process, traced per variable
+    shape): Keras's formula in Keras's order, then ``- lr * rate * theta_old``."""
+    if not _DECAYED_ADAM:
+        import tensorflow as tf
+
+        def update(var, m, v, gradient, alpha, beta_1, beta_2, epsilon, decay):
+            old = var.read_value()
+            m.assign_add((gradient - m) * (1 - beta_1))
+            v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
+            var.assign(old - m * alpha / (tf.sqrt(v) + epsilon) - decay * old)
+
+        _DECAYED_ADAM.append(tf.function(update, jit_compile=True, autograph=False))
+    return _DECAYED_ADAM[0]

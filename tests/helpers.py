@@ -267,3 +267,10 @@ def check_layer(factory, inputs, masks=None, call_kwargs=None, expected_output_s
     if run_jit:
         check_jit(factory, inputs, masks, call_kwargs)
     return out
+
+
+def xla_call_count(graph):
+    """How many function calls in a traced TF graph are marked for XLA compilation."""
+    calls = ("PartitionedCall", "StatefulPartitionedCall")
+    return sum(op.type in calls and op.node_def.attr["_XlaMustCompile"].b
+               for op in graph.get_operations())
