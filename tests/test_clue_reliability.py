@@ -415,10 +415,13 @@ def test_real_sigint_after_an_epoch_ends_with_one_line(tmp_path, tnews, cache):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED="1")
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    # a shell's background job (`cmd &`) inherits SIGINT ignored, and Python then keeps it
+    # ignored: give the child Ctrl-C's default action, as a terminal's foreground job has
     proc = subprocess.Popen(
         [sys.executable, os.path.join(root, "examples", "clue.py")]
         + _args(tnews, out, "--epochs", "200", quiet=False),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stdout:
             if line.startswith("epoch 1/200"):
