@@ -19,11 +19,11 @@ XLA-compiled function instead, the same formula followed by bert4keras's
 gradient) even when the training step itself is not compiled.
 """
 
+import functools
+
 import keras
 
 __all__ = ["fusable_adam", "fused_adam_update"]
-
-_DECAYED_ADAM = []  # the compiled decayed update, made on first use (no import-time TF work)
 
 
 def _resource(variable):
@@ -65,32 +65,31 @@ def fused_adam_update(optimizer, gradient, variable, learning_rate, decay_rate=N
     lr = tf.cast(learning_rate, dtype)
     step = tf.cast(optimizer.iterations + 1, dtype)
     gradient = tf.cast(tf.convert_to_tensor(gradient), dtype)
+    beta_1, beta_2, epsilon = (tf.cast(value, dtype) for value in (
+        optimizer.beta_1, optimizer.beta_2, optimizer.epsilon))
+    beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
     if decay_rate is not None:
-        beta_1, beta_2 = (tf.cast(beta, dtype) for beta in (optimizer.beta_1, optimizer.beta_2))
-        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
-        _decayed_adam()(var, m, v, gradient, alpha, beta_1, beta_2,
-                        tf.cast(optimizer.epsilon, dtype), lr * tf.cast(decay_rate, dtype))
+        alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        _decayed_adam()(var, m, v, gradient, alpha, beta_1, beta_2, epsilon,
+                        lr * tf.cast(decay_rate, dtype))
         return True
     tf.raw_ops.ResourceApplyAdam(
-        var=var.handle, m=m.handle, v=v.handle,
-        beta1_power=tf.pow(tf.cast(optimizer.beta_1, dtype), step),
-        beta2_power=tf.pow(tf.cast(optimizer.beta_2, dtype), step),
-        lr=lr, beta1=tf.cast(optimizer.beta_1, dtype), beta2=tf.cast(optimizer.beta_2, dtype),
-        epsilon=tf.cast(optimizer.epsilon, dtype), grad=gradient)
+        var=var.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
+        beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon,
+        grad=gradient)
     return True
 
 
+@functools.cache
 def _decayed_adam():
-    """The XLA-compiled Adam step with decoupled decay (one per process, traced per variable
-    shape): Keras's formula in Keras's order, then ``- lr * rate * theta_old``."""
-    if not _DECAYED_ADAM:
-        import tensorflow as tf
+    """The XLA-compiled Adam step with decoupled decay (one per process, made on first use and
+    traced per variable shape): Keras's formula in its order, then ``- lr * rate * theta_old``."""
+    import tensorflow as tf
 
-        def update(var, m, v, gradient, alpha, beta_1, beta_2, epsilon, decay):
-            old = var.read_value()
-            m.assign_add((gradient - m) * (1 - beta_1))
-            v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
-            var.assign(old - m * alpha / (tf.sqrt(v) + epsilon) - decay * old)
+    def update(var, m, v, gradient, alpha, beta_1, beta_2, epsilon, decay):
+        old = var.read_value()
+        m.assign_add((gradient - m) * (1 - beta_1))
+        v.assign_add((tf.square(gradient) - v) * (1 - beta_2))
+        var.assign(old - m * alpha / (tf.sqrt(v) + epsilon) - decay * old)
 
-        _DECAYED_ADAM.append(tf.function(update, jit_compile=True, autograph=False))
-    return _DECAYED_ADAM[0]
+    return tf.function(update, jit_compile=True, autograph=False)
